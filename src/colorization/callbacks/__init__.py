@@ -1,0 +1,3 @@
+from colorization.callbacks.image_grid import ColorizationGrid
+
+__all__ = ["ColorizationGrid"]

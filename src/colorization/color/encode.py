@@ -1,0 +1,96 @@
+"""Soft encoding of ab values over the bins (the paper's Z = H_gt^{-1}(Y)), and the gray-image mask.
+
+Each ab value becomes a distribution over its k nearest bin centres, weighted by a Gaussian of the
+distance (sigma = 5), normalized to sum 1. The training path keeps it sparse, as (bin indices,
+weights) of shape (B, k, h, w); ``soft_encode`` scatters that into the dense (B, Q, h, w) form.
+
+Exact k-NN without comparing against every bin: the bins lie on a grid, so for each 10 x 10 cell
+of the ab plane we precompute every bin that can be among the k nearest of *any* point of the cell.
+For a point p in a cell with centre c and half-diagonal r, its k-th neighbour distance is at most
+d_k(c) + r, so its k nearest all lie within d_k(c) + 2r of c. Those bins are the cell's candidates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from colorization.color.bins import GRID_STEP
+
+_TABLE_LIMIT = 140.0  # the table covers |a|, |b| <= 140: every sRGB color (|ab| < 128) is inside
+_FAR = 1e4  # the padding candidate: a bin so far away that it is never among the k nearest
+
+
+def neighbour_table(bins: torch.Tensor, k: int) -> torch.Tensor:
+    """(cells, C) long: for each cell of the ab grid, the bins that can be among its points' k nearest.
+
+    Rows are padded with index Q, which ``_padded`` maps to a far-away centre.
+    """
+    n = int(2 * _TABLE_LIMIT / GRID_STEP)
+    axis = -_TABLE_LIMIT + (torch.arange(n, dtype=torch.float64) + 0.5) * GRID_STEP
+    centres = torch.cartesian_prod(axis, axis)  # cell (i, j) at row i * n + j
+    d = torch.cdist(centres, bins.double())
+    radius = d.kthvalue(k, dim=1).values + math.sqrt(2) * GRID_STEP + 1e-6  # d_k(c) + 2 * half-diagonal
+    keep = d <= radius[:, None]
+    width = int(keep.sum(1).max())
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
+    return torch.where(keep.gather(1, order), order, torch.full_like(order, len(bins)))
+
+
+def _padded(bins: torch.Tensor) -> torch.Tensor:
+    return torch.cat((bins, bins.new_full((1, 2), _FAR)))
+
+
+def nearest_bins(ab: torch.Tensor, bins: torch.Tensor, k: int, table: torch.Tensor | None = None):
+    """ab (N, 2) -> squared distances and indices of the k nearest bins, each (N, k), nearest first."""
+    if table is None:
+        d2 = (ab[:, None, :] - bins[None]).square().sum(-1)
+        d2k, idx = d2.topk(k, dim=1, largest=False)
+        return d2k, idx
+    n = int(2 * _TABLE_LIMIT / GRID_STEP)
+    cell = ((ab + _TABLE_LIMIT) / GRID_STEP).floor().long().clamp(0, n - 1)
+    cand = table[cell[:, 0] * n + cell[:, 1]]  # (N, C)
+    d2 = (ab[:, None, :] - _padded(bins)[cand]).square().sum(-1)
+    d2k, j = d2.topk(k, dim=1, largest=False)
+    return d2k, cand.gather(1, j)
+
+
+def soft_encode_sparse(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float = 5.0, table=None):
+    """ab (B, 2, h, w) -> (indices, weights), each (B, k, h, w); index [:, 0] is the nearest bin."""
+    B, _, h, w = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2).to(bins.dtype)
+    d2, idx = nearest_bins(flat, bins, k, table)
+    wts = torch.softmax(-d2 / (2 * sigma**2), dim=1)  # exp(-d^2 / 2 sigma^2), normalized
+    unflat = lambda t: t.reshape(B, h, w, k).permute(0, 3, 1, 2)  # noqa: E731
+    return unflat(idx), unflat(wts)
+
+
+def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float = 5.0) -> torch.Tensor:
+    """ab (B, 2, h, w) -> dense soft targets (B, Q, h, w), each pixel summing to 1."""
+    idx, wts = soft_encode_sparse(ab, bins, k, sigma)
+    z = wts.new_zeros(ab.shape[0], len(bins), *ab.shape[2:])
+    return z.scatter_(1, idx, wts)
+
+
+class SoftEncoder(nn.Module):
+    """Soft encoding with the neighbour table built once; bins travel with the module (and checkpoint)."""
+
+    def __init__(self, bins: torch.Tensor, k: int = 5, sigma: float = 5.0):
+        super().__init__()
+        if not 1 <= k <= len(bins):
+            raise ValueError(f"k={k} must be between 1 and the number of bins Q={len(bins)}")
+        if sigma <= 0:
+            raise ValueError(f"sigma={sigma} must be > 0")
+        self.k, self.sigma = k, sigma
+        self.register_buffer("bins", bins.float())
+        self.register_buffer("table", neighbour_table(bins, k), persistent=False)
+
+    def forward(self, ab: torch.Tensor):
+        return soft_encode_sparse(ab, self.bins, self.k, self.sigma, self.table)
+
+
+def gray_mask(ab: torch.Tensor, threshold: float = 5.0) -> torch.Tensor:
+    """(B, 2, h, w) -> (B,) float: 0 for an image whose |a| and |b| never exceed ``threshold``."""
+    return (ab.abs() > threshold).flatten(1).any(1).to(ab.dtype)

@@ -1,0 +1,73 @@
+"""sRGB (D65) <-> CIE Lab, batched torch, the same formulas as ``skimage.color``.
+
+Tensors are shaped (..., 3, H, W). RGB is float in [0, 1]; Lab is L in [0, 100], a and b
+roughly in [-128, 127]. Every step is elementwise or a 3x3 matrix, so it runs on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# skimage.color.colorconv: xyz_from_rgb (sRGB primaries) and the D65 2-degree white point.
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+_EPSILON = 0.008856  # (6/29)^3, rounded as in skimage
+_KAPPA = 7.787  # (29/6)^2 / 3, rounded as in skimage
+
+
+def _matrix(m, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(m, dtype=like.dtype, device=like.device)
+
+
+def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Multiply the channel axis (-3) of x by the 3x3 matrix m."""
+    return torch.einsum("ij,...jhw->...ihw", m, x)  # m may have fewer rows than 3
+
+
+def _white(like: torch.Tensor) -> torch.Tensor:
+    return _matrix(_D65_WHITE, like).view(3, 1, 1)
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    # clamp inside pow only: the negative branch never takes it, but its gradient must stay finite
+    return torch.where(lin > 0.0031308, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, 12.92 * lin)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], shape (..., 3, H, W) -> Lab, as ``skimage.color.rgb2lab`` (D65, 2 deg)."""
+    rgb = rgb if rgb.is_floating_point() else rgb.float()
+    xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, rgb), srgb_to_linear(rgb)) / _white(rgb)
+    f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
+
+
+def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
+    """L channel only, (..., 1, H, W): the network input needs no a, b at full resolution."""
+    rgb = rgb if rgb.is_floating_point() else rgb.float()
+    y = _apply_matrix(_matrix(_XYZ_FROM_RGB[1:2], rgb), srgb_to_linear(rgb))  # white Y is 1
+    return 116 * torch.where(y > _EPSILON, y.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * y + 16 / 116) - 16
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab, shape (..., 3, H, W) -> sRGB clipped to [0, 1], as ``skimage.color.lab2rgb``."""
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    # skimage clips negative z (colors beyond the gamut's blue edge) to 0 before inverting
+    f = torch.stack((a / 500 + fy, fy, (fy - b / 200).clamp(min=0)), dim=-3)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
+    rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, lab).double()).to(lab.dtype)
+    return linear_to_srgb(_apply_matrix(rgb_from_xyz, xyz)).clamp(0, 1)
+
+
+def uint8_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, 3, H, W) as it comes from the loader -> float32 Lab on the same device."""
+    return rgb_to_lab(images.float() / 255.0)

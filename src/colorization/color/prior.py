@@ -1,0 +1,57 @@
+"""The empirical ab prior p over the bins and the class-rebalancing weights w (paper eq. 3-4).
+
+w is proportional to ((1 - lam) p + lam / Q')^-1, where Q' counts the bins with nonzero prior,
+then scaled so that E_p[w] = sum_q p_q w_q = 1. The authors' ``PriorFactor`` does exactly this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from colorization.color.encode import nearest_bins
+
+
+def bin_counts(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """How many pixels of ab (B, 2, h, w) fall nearest to each bin: (Q,) float64."""
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2).to(bins.dtype)
+    nearest = nearest_bins(flat, bins, 1)[1][:, 0]
+    return torch.bincount(nearest, minlength=len(bins)).double()
+
+
+def smooth_prior(counts: torch.Tensor, bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Gaussian smoothing (sigma in ab units) of a histogram over the bins, renormalized to sum 1.
+
+    Mass is spread only between bins: p_q proportional to sum_r counts_r exp(-|c_q - c_r|^2 / 2 sigma^2).
+    """
+    kernel = torch.exp(-torch.cdist(bins.double(), bins.double()).square() / (2 * sigma**2))
+    p = kernel @ counts.double().to(kernel.device)
+    return p / p.sum()
+
+
+def estimate_prior(ab_batches: Iterable[torch.Tensor], bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Empirical ab distribution over the bins of a stream of ab batches (B, 2, h, w), smoothed."""
+    counts = torch.zeros(len(bins), dtype=torch.float64)
+    for ab in ab_batches:
+        counts += bin_counts(ab, bins.to(ab.device)).cpu()
+    if counts.sum() == 0:
+        raise ValueError("estimate_prior: the data source yielded no pixels")
+    return smooth_prior(counts, bins.cpu(), sigma)
+
+
+def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+    """Per-bin loss weights w = normalize(1 / ((1 - lam) p + lam * uniform)), with E_p[w] = 1.
+
+    Bins with zero prior never occur in the data the prior was measured on; they get the largest
+    weight of the others (the authors' formula would give them infinity).
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam={lam} must be in [0, 1]")
+    p = prior.double()
+    seen = p > 0
+    uniform = seen.double() / seen.sum()
+    mix = (1 - lam) * p + lam * uniform
+    w = torch.where(seen, 1 / mix.clamp(min=1e-300), 0.0)
+    w = w / (p * w).sum()
+    return torch.where(seen, w, w[seen].max()).float()

@@ -1,0 +1,85 @@
+"""Where images come from: the bundled sample photos, a local folder, or a Hugging Face dataset.
+
+Each source is resolved to a train and a validation part before any loading starts, so a wrong
+path or an empty folder fails in one line naming the config key.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import skimage
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# Color photographs bundled with scikit-image (no network). Two are held out for validation.
+SAMPLE_TRAIN = (
+    "astronaut.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+)
+SAMPLE_VAL = ("chelsea.png", "coffee.png")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key. Raised before any heavy work."""
+
+
+@dataclass
+class FileSplit:
+    train: list[Path]
+    val: list[Path]
+    classes: list[str] | None = None  # sorted class names when labels come from sub-folder names
+
+
+def sample_photo_dir() -> Path:
+    return Path(skimage.data.__file__).parent
+
+
+def sample_split() -> FileSplit:
+    root = sample_photo_dir()
+    return FileSplit([root / n for n in SAMPLE_TRAIN], [root / n for n in SAMPLE_VAL])
+
+
+def list_images(root: str | Path, key: str = "data.root") -> list[Path]:
+    """All image files under root, recursively, sorted; a one-line ConfigError when there are none."""
+    if root is None or str(root) == "":
+        raise ConfigError(f"{key} is not set: pass {key}=DIR")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{key}={root}: no such directory")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise ConfigError(f"{key}={root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
+    return files
+
+
+def class_of(path: Path, root: Path) -> str:
+    """ImageNet layout: the first folder below root is the class."""
+    return path.relative_to(root).parts[0]
+
+
+def folder_split(root, val_root=None, val_size: int = 256, seed: int = 0, labels: bool = False) -> FileSplit:
+    """Train files from root; validation from val_root, or a fixed random hold-out of root."""
+    files = list_images(root)
+    if val_root:
+        train, val = files, list_images(val_root, "data.val_root")
+    else:
+        if len(files) < 2:
+            raise ConfigError(
+                f"data.root={root}: one image cannot be split into train and validation; add data.val_root"
+            )
+        shuffled = files.copy()
+        random.Random(seed).shuffle(shuffled)
+        n_val = max(1, min(val_size, len(files) // 10))
+        val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+    classes = None
+    if labels:
+        classes = sorted({class_of(f, Path(root).expanduser()) for f in list_images(root)})
+    return FileSplit(train, val, classes)

@@ -1,0 +1,50 @@
+"""Shared test fixtures. Tests run the real components: real photos, real Hydra configs, real Lightning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO.parent / "shared" / "reference"
+
+# Tiny but real training runs: 32 x 32 crops, batch 4, CSV logger, no worker processes.
+TINY = [
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "data.crop_size=32",
+    "data.resize=64",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.val_crops=8",
+    "color.prior_batches=2",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Derived bins and estimated priors go to a per-session cache, never the user's."""
+    os.environ["COLORIZATION_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    if not (REFERENCE_DIR / "pts_in_hull.npy").is_file():
+        pytest.skip("../shared/reference is not present")
+    return REFERENCE_DIR
+
+
+def compose(overrides: list[str], output_dir: Path, config_name: str = "train"):
+    """The run config exactly as the CLI would build it, with the run directory set to output_dir."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from colorization.utils import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
