@@ -85,11 +85,14 @@ def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tens
 def train(cfg: DictConfig) -> L.Trainer:
     """Build everything from the config and fit; returns the trainer (metrics, model, checkpoints)."""
     validate(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     bins = resolve_bins(cfg)
+    L.seed_everything(cfg.seed, workers=True)
     prior = resolve_prior(cfg, datamodule, bins)
-    model = hydra.utils.instantiate(cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior)
+    # _convert_="all": plain containers in the hyperparameters, so checkpoints load with weights_only=True
+    model = hydra.utils.instantiate(
+        cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
+    )
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

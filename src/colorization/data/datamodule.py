@@ -75,11 +75,9 @@ class ColorizationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.crop_size={hp.crop_size}: the network needs a positive multiple of 8")
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
-        if hp.source == "folder":
-            for key in ("root", "val_root"):
-                value = hp[key]
-                if (key == "root" or value) and (value is None or not Path(value).expanduser().is_dir()):
-                    raise ConfigError(f"data.{key}={value}: no such directory" if value else "data.root is not set")
+        self._folder_split = None
+        if hp.source == "folder":  # listing the files is needed anyway; an empty folder fails here, early
+            self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels)
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
 
@@ -96,7 +94,7 @@ class ColorizationDataModule(L.LightningDataModule):
             self.train_set = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops)
             self.val_set = FixedCrops(decode(split.val), hp.val_crops, hp.crop_size, seed=hp.seed)
         elif hp.source == "folder":
-            split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels)
+            split = self._folder_split
             train_labels = val_labels = None
             if split.classes is not None:
                 index = {c: i for i, c in enumerate(split.classes)}

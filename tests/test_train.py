@@ -1,0 +1,158 @@
+"""Training end to end: configs compose, every loss variant runs, the loss goes down, runs resume, bad input fails fast."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from colorization.train import train
+from colorization.utils import config_dir
+from conftest import TINY, compose
+
+EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path):
+    cfg = compose([f"experiment={experiment}"], tmp_path)
+    assert cfg.loss.name in ("l2", "unbalanced", "rebalanced")
+    assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
+
+
+def test_authors_preset_reproduces_the_released_setup(tmp_path):
+    cfg = compose(["experiment=authors"], tmp_path)
+    assert (cfg.loss.k, cfg.color.bins, cfg.color.prior) == (10, "official", "official")
+    assert cfg.model.optimizer.lr == pytest.approx(3.16e-5)
+    assert (cfg.model.scheduler.step_size, cfg.model.scheduler.gamma) == (215000, 0.316)
+    assert (cfg.data.batch_size, cfg.data.crop_size, cfg.trainer.max_steps) == (40, 176, 450000)
+
+
+@pytest.mark.parametrize("variant", ["l2", "unbalanced", "rebalanced"])
+def test_each_loss_variant_runs_fast_dev_run(variant, tmp_path):
+    trainer = train(compose([f"experiment={variant}", *TINY, "+trainer.fast_dev_run=true"], tmp_path))
+    assert trainer.state.finished and trainer.global_step == 1
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def _logged(run_dir: Path, key: str) -> list[float]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def test_short_training_on_the_sample_photos_lowers_the_loss(tmp_path):
+    overrides = [
+        *TINY,
+        "experiment=unbalanced",
+        "trainer.max_steps=40",
+        "trainer.log_every_n_steps=1",
+        "model.optimizer.lr=1e-3",
+        "data.batch_size=8",
+        "trainer.val_check_interval=40",
+    ]
+    train(compose(overrides, tmp_path))
+    ce = _logged(tmp_path, "train/ce")
+    assert len(ce) == 40
+    first, last = sum(ce[:8]) / 8, sum(ce[-8:]) / 8
+    assert last < 0.8 * first, (first, last)  # from about log(Q) towards the entropy of the photos' colors
+    assert list((tmp_path / "images").glob("val_step*.png")), "the validation grid is written as a PNG"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resumed_run_continues_from_the_checkpoint_step(tmp_path):
+    first = tmp_path / "first"
+    train(compose([*TINY, "trainer.max_steps=3", "trainer.val_check_interval=3"], first))
+    ckpt = first / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 3
+    second = tmp_path / "second"
+    trainer = train(
+        compose([*TINY, "trainer.max_steps=5", "trainer.val_check_interval=5", f"ckpt_path={ckpt}"], second)
+    )
+    assert trainer.global_step == 5
+    steps = {int(float(s)) for s in _logged(second, "step")}
+    assert min(steps) >= 3, "the resumed run logs only steps after the checkpoint"
+
+
+def _cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "colorization.train", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_cli_runs_in_unique_directories_even_in_the_same_second(tmp_path):
+    args = [*TINY, "+trainer.fast_dev_run=true", f"paths.log_dir={tmp_path}"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "colorization.train", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    runs = list((tmp_path / "train" / "runs").iterdir())
+    assert len(runs) == 2
+    assert all((r / ".hydra" / "config.yaml").is_file() for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["data=folder"], "data.root"),
+        (["data=folder", "data.root=/no/such/dir"], "data.root"),
+        (["loss.lam=2"], "loss.lam"),
+        (["model.temperature=0"], "model.temperature"),
+        (["data.crop_size=100"], "data.crop_size"),
+        (["loss.k=1000"], "loss.k"),
+    ],
+)
+def test_bad_config_gives_one_line_error_naming_the_key(args, key, tmp_path):
+    result = _cli(*args, "logger=csv", f"paths.log_dir={tmp_path}", timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0], result.stderr
+
+
+def test_empty_folder_is_refused_naming_the_key(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    result = _cli("data=folder", f"data.root={empty}", "logger=csv", f"paths.log_dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "data.root" in result.stderr
+
+
+def test_unknown_option_is_refused_naming_the_key(tmp_path):
+    result = _cli("data.no_such_key=3", f"paths.log_dir={tmp_path}", timeout=120)
+    assert result.returncode != 0 and "data.no_such_key" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["l2", "unbalanced", "rebalanced"])
+def test_issue_command_two_steps_on_cpu(variant, tmp_path):
+    """The exact command from the foundation issue (batch 40 of 176 x 176 crops: minutes on 2 cores)."""
+    result = _cli(
+        f"experiment={variant}",
+        "trainer.max_steps=2",
+        "trainer.accelerator=cpu",
+        f"paths.log_dir={tmp_path}",
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_readme_quickstart_leaves_checkpoints_logs_and_grid(tmp_path):
+    result = _cli("experiment=quickstart", f"paths.log_dir={tmp_path}", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list((tmp_path / "train" / "runs").iterdir())
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "images").glob("*.png")) and list((run / "wandb").glob("offline-run-*"))
