@@ -120,8 +120,9 @@ class ColorizationDataModule(L.LightningDataModule):
         elif hp.streaming:
             train, val = train.skip(hp.val_size), train.take(hp.val_size)
         else:
-            n_val = max(1, min(hp.val_size, len(train) // 10))
-            train, val = train.select(range(n_val, len(train))), train.select(range(n_val))
+            if len(train) <= hp.val_size:
+                raise ConfigError(f"data.val_size={hp.val_size}: the split {hp.split!r} has only {len(train)} examples")
+            train, val = train.select(range(hp.val_size, len(train))), train.select(range(hp.val_size))
         wrap = HFImageStream if hp.streaming else HFImages
         return (
             wrap(train, train_tf, hp.image_column, hp.label_column),
