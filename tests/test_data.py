@@ -143,6 +143,7 @@ def test_hf_source_names_a_wrong_image_column(photo_folder):
         data_dir=str(photo_folder),
         crop_size=32,
         num_workers=0,
+        batch_size=2,
         val_size=2,
         image_column="picture",
     )
