@@ -41,9 +41,15 @@ def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
     return torch.where(lin > 0.0031308, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, 12.92 * lin)
 
 
+def _float_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    if not rgb.is_floating_point():  # a uint8 image read as [0, 255] would give silently wrong Lab
+        raise TypeError(f"expected float RGB in [0, 1], got {rgb.dtype}; use uint8_to_lab for uint8 images")
+    return rgb
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], shape (..., 3, H, W) -> Lab, as ``skimage.color.rgb2lab`` (D65, 2 deg)."""
-    rgb = rgb if rgb.is_floating_point() else rgb.float()
+    rgb = _float_rgb(rgb)
     xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, rgb), srgb_to_linear(rgb)) / _white(rgb)
     f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
     fx, fy, fz = f.unbind(-3)
@@ -52,7 +58,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
     """L channel only, (..., 1, H, W): the network input needs no a, b at full resolution."""
-    rgb = rgb if rgb.is_floating_point() else rgb.float()
+    rgb = _float_rgb(rgb)
     y = _apply_matrix(_matrix(_XYZ_FROM_RGB[1:2], rgb), srgb_to_linear(rgb))  # white Y is 1
     return 116 * torch.where(y > _EPSILON, y.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * y + 16 / 116) - 16
 
