@@ -154,6 +154,13 @@ def test_outputs_stay_inside_the_output_folder(tmp_path):
     targets = [j.target.relative_to(out.resolve()).as_posix() for j in jobs]
     assert targets == ["x.png", "x_1.png", "deep/y.png"]  # same names told apart; the same file once; sub-folders kept
     assert all(j.target.resolve().is_relative_to(out.resolve()) for j in jobs)
+    (out / "x_strip.png").parent.mkdir()
+    (out / "x_strip.png").write_bytes(b"")  # an input named like the strip of x.png's output
+    jobs = plan([f"{tmp_path}/a/x.jpg", str(out / "x_strip.png")], out, ".png", strip=True).jobs
+    assert [(j.target.name, j.strip_target.name) for j in jobs] == [
+        ("x_1.png", "x_1_strip.png"),
+        ("x_strip_1.png", "x_strip_1_strip.png"),
+    ]
     missing = plan([f"{tmp_path}/nothing/*.png", f"{tmp_path}/nope.jpg"], out, ".png").missing
     assert [why for _, why in missing] == ["the pattern matches no file", "no such file or folder"]
 

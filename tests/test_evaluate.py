@@ -178,6 +178,15 @@ def test_vgg16_accuracy_from_a_weight_file(trained_checkpoint, vgg_file, labelle
     assert torch.equal(model.state_dict()["classifier.6.bias"], torch.load(vgg_file)["classifier.6.bias"])
 
 
+def test_vgg16_imagenet_weights_from_torchvisions_cache(vgg_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth").symlink_to(vgg_file)  # torchvision's file name
+    model, source = load_vgg16("imagenet", download=False)
+    assert "torchvision ImageNet weights" in source
+    assert model.state_dict()["classifier.6.bias"][2] == 10.0
+
+
 def test_vgg16_refuses_a_wrong_file(tmp_path):
     torch.save(ECCV16(8).state_dict(), tmp_path / "not_vgg.pth")
     with pytest.raises(ConfigError, match="vgg.weights=.*not a torchvision VGG-16"):

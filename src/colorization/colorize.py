@@ -47,6 +47,7 @@ STRIP_MAX_SIDE = 512  # each frame of a temperature strip is at most this long: 
 class Job:
     source: Path
     target: Path  # inside the output directory, never an input
+    strip_target: Path | None = None  # the temperature strip (strip=true), likewise
 
 
 @dataclass
@@ -73,11 +74,11 @@ def _glob_root(spec: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def plan(inputs: str | list[str], output_dir: Path, suffix: str) -> Plan:
-    """Map every input image to its output file: same relative path under output_dir, new suffix.
+def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = False) -> Plan:
+    """Map every input image to its output file(s): same relative path under output_dir, new suffix.
 
-    Two inputs that would share an output name, or an output name that is an input itself,
-    get ``_1``, ``_2``, ... appended.
+    Two inputs that would share an output name, or an output name (or its ``_strip`` twin) that is
+    an input itself, get ``_1``, ``_2``, ... appended.
     """
     output_dir = output_dir.expanduser().resolve()
     found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
@@ -120,11 +121,12 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str) -> Plan:
         if not target.resolve().is_relative_to(output_dir):  # a symlinked sub-folder of output_dir
             target = (output_dir / file.name).with_suffix(suffix)
         stem, n = target.stem, 0
-        while target.resolve() in taken or target.resolve() in inputs_resolved:
+        names = lambda t: [t, t.with_name(f"{t.stem}_strip{suffix}")] if strip else [t]  # noqa: E731
+        while any(t.resolve() in taken or t.resolve() in inputs_resolved for t in names(target)):
             n += 1
             target = target.with_name(f"{stem}_{n}{suffix}")
-        taken.add(target.resolve())
-        jobs.append(Job(file, target))
+        taken.update(t.resolve() for t in names(target))
+        jobs.append(Job(file, target, names(target)[-1] if strip else None))
     return Plan(jobs, missing)
 
 
@@ -157,10 +159,16 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def save(array: np.ndarray, target: Path, fmt: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(array)
-    image.save(target, quality=95) if fmt == "jpg" else image.save(target)
+def _write(rgb: torch.Tensor, target: Path, fmt: str, source: Path, skipped: list) -> bool:
+    """Save RGB in [0, 1] (3, H, W); a failure (disk full, no permission) is listed like an unreadable input."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(to_uint8(rgb))
+        image.save(target, quality=95) if fmt == "jpg" else image.save(target)
+    except OSError as err:
+        skipped.append((str(source), f"could not write {target}: {err}"))
+        return False
+    return True
 
 
 def validate(cfg: DictConfig) -> None:
@@ -194,7 +202,7 @@ def colorize(cfg: DictConfig) -> Result:
     validate(cfg)
     suffix = "." + cfg.format
     output_dir = Path(cfg.output).expanduser()
-    todo = plan(cfg.input, output_dir, suffix)
+    todo = plan(cfg.input, output_dir, suffix, strip=bool(cfg.strip))
     module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
     if cfg.strip and not module.criterion.classification:
         raise ConfigError("strip=true needs a classification model: this one regresses ab (loss l2), it has no T")
@@ -221,15 +229,16 @@ def colorize(cfg: DictConfig) -> Result:
                 for k, item in enumerate(good):
                     job = todo.jobs[item["index"]]
                     L_full = rgb_to_lightness(item["image"].to(device).float()[None] / 255)
-                    save(to_uint8(lightness_and_ab_to_rgb(L_full, ab[k : k + 1].float())[0]), job.target, cfg.format)
+                    rgb = lightness_and_ab_to_rgb(L_full, ab[k : k + 1].float())[0]
+                    if not _write(rgb, job.target, cfg.format, job.source, result.skipped):
+                        continue
                     result.images.append(job.target)
                     if cfg.strip:
                         scale = min(1.0, STRIP_MAX_SIDE / max(L_full.shape[-2:]))
                         L_strip = F.interpolate(L_full, scale_factor=scale, mode="area") if scale < 1 else L_full
                         frames = [lightness_and_ab_to_rgb(L_strip, s[k : k + 1].float())[0] for s in strips]
-                        target = job.target.with_name(f"{job.target.stem}_strip{suffix}")
-                        save(to_uint8(torch.cat(frames, dim=-1)), target, cfg.format)
-                        result.strips.append(target)
+                        if _write(torch.cat(frames, dim=-1), job.strip_target, cfg.format, job.source, result.skipped):
+                            result.strips.append(job.strip_target)
             progress.update(len(items))
     return result
 

@@ -152,8 +152,12 @@ def load_vgg16(weights: str | None, download: bool) -> tuple[nn.Module | None, s
         if not cached.is_file() and not download:
             return None, f"no ImageNet weights in {cached.parent} and vgg.download=false"
         try:
-            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
+            state = torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", progress=False, check_hash=True, weights_only=True
+            )
         except Exception as err:  # no network, a proxy, a partial file: say so and go on without it
+            if cached.is_file():
+                return None, f"the cached ImageNet weights {cached} could not be read ({type(err).__name__})"
             return None, f"no ImageNet weights in {cached.parent} and the download failed ({type(err).__name__})"
         source = f"torchvision ImageNet weights ({cached})"
     else:
@@ -251,10 +255,13 @@ class Evaluation(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.results = {}
-        for row in ROWS:
-            # a row that saw no image (random, with one image in all) gets NaN, not a torchmetrics error
+        # a row that some rank never fed (random, with a single image) is NaN: every rank decides alike, so the
+        # metrics' collective sync in compute() runs on all ranks or on none
+        fed = torch.tensor([float(self.metrics[row]["auc"].update_called) for row in ROWS], device=self.device)
+        fed = self.trainer.strategy.reduce(fed, reduce_op="sum") >= self.trainer.world_size
+        for row, row_fed in zip(ROWS, fed.tolist(), strict=True):
             metrics = self.metrics[row].items()
-            values = {name: m.compute().item() if m.update_called else math.nan for name, m in metrics}
+            values = {name: m.compute().item() if row_fed else math.nan for name, m in metrics}
             for name in ("vgg_top1", "vgg_top5"):
                 if name in values:
                     values[name] *= 100
@@ -317,8 +324,8 @@ def write_report(out_dir: Path, results: dict, examples: dict, title: str, logge
 def validate(cfg: DictConfig) -> None:
     if cfg.protocol.name not in PROTOCOLS:
         raise ConfigError(f"protocol.name={cfg.protocol.name!r} is not one of {PROTOCOLS}")
-    if not isinstance(cfg.protocol.size, int) or cfg.protocol.size < 8:
-        raise ConfigError(f"protocol.size={cfg.protocol.size} must be an integer >= 8")
+    if not isinstance(cfg.protocol.size, int) or cfg.protocol.size < 8 or cfg.protocol.size % 8:
+        raise ConfigError(f"protocol.size={cfg.protocol.size} must be a positive multiple of 8 (the network's stride)")
     if cfg.temperature is not None and cfg.temperature <= 0:
         raise ConfigError(f"temperature={cfg.temperature} must be > 0")
     if cfg.color.prior not in ("model", "official"):
