@@ -207,6 +207,16 @@ def test_without_vgg_weights_it_says_so_once_and_skips(
     assert "VGG" not in (tmp_path / "metrics.md").read_text()
 
 
+def test_a_streaming_hugging_face_source_with_an_index_file(trained_checkpoint, labelled_folder, tmp_path):
+    np.save(tmp_path / "second.npy", np.array([1]))
+    data = ["data=hf", "data.path=imagefolder", f"data.data_dir={labelled_folder}", "data.streaming=true"]
+    data += ["data.label_column=label", "vgg.weights=null", f"protocol.indices={tmp_path}/second.npy"]
+    table = run([f"ckpt_path={trained_checkpoint}", *data], tmp_path)
+    ab = lab_of([center_crop(labelled_folder / "b" / "b.png")])[:, 1:]  # the second example: class folder b
+    assert table["gray"]["auc"] == pytest.approx(auc_numpy(np.zeros_like(ab), ab), abs=0.01)
+    assert "1 images" in (tmp_path / "metrics.md").read_text()
+
+
 def test_wandb_gets_the_table_and_example_images(trained_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
