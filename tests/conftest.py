@@ -48,3 +48,14 @@ def compose(overrides: list[str], output_dir: Path, config_name: str = "train"):
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint from a tiny real training run (2 steps, one epoch, one validation)."""
+    from colorization.train import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    overrides = [*TINY, "data.train_crops=8", "data.val_crops=4", "trainer.max_steps=2"]
+    train(compose([*overrides, "trainer.num_sanity_val_steps=0", "callbacks.colorization_grid=null"], out))
+    return out / "checkpoints" / "last.ckpt"

@@ -1,0 +1,260 @@
+"""python -m colorization.colorize ckpt_path=CKPT | model.weights=PATH input=PATH output=DIR  (Hydra main).
+
+Photos in (files, folders searched recursively, globs; JPEG, PNG 8/16-bit, alpha, grayscale, CMYK,
+EXIF-rotated), colorized photos out at the input's full resolution: the network sees the photo resized
+to size x size, its ab (annealed mean at T) is upsampled to the photo's size and joined with the
+photo's own L, as the authors' demo does. Outputs keep the input's relative path under its folder
+(or glob root), as PNG by default; an input is never overwritten and nothing is written outside
+``output``. Unreadable files are listed and skipped; the exit status is 1 only when no image was
+colorized. ``strip=true`` also writes the paper's temperature strip: the photo at each T of
+``strip_temperatures`` side by side (T = 0 is the mode).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from colorization.color import annealed_mean, lightness_and_ab_to_rgb, rgb_to_lightness
+from colorization.data import ConfigError
+from colorization.data.datasets import load_image
+from colorization.data.sources import IMAGE_EXTENSIONS
+from colorization.models.pretrained import load_model
+from colorization.utils import config_dir, one_line_errors, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+FORMATS = ("png", "jpg")
+STRIP_MAX_SIDE = 512  # each frame of a temperature strip is at most this long: 7 full-size photos side by side are huge
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path  # inside the output directory, never an input
+    strip_target: Path | None = None  # the temperature strip (strip=true), likewise
+
+
+@dataclass
+class Result:
+    images: list[Path]  # one colorized image per readable input
+    strips: list[Path]  # temperature strips (strip=true)
+    skipped: list[tuple[str, str]]  # (input, why)
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    missing: list[tuple[str, str]]  # (input as given, why nothing was found)
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
+def _glob_root(spec: str) -> Path:
+    """The folder a glob's matches are named relative to: its leading parts without wildcards."""
+    parts = Path(spec).expanduser().parts
+    fixed = parts[: next(i for i, p in enumerate(parts) if _is_glob(p))]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = False) -> Plan:
+    """Map every input image to its output file(s): same relative path under output_dir, new suffix.
+
+    Two inputs that would share an output name, or an output name (or its ``_strip`` twin) that is
+    an input itself, get ``_1``, ``_2``, ... appended.
+    """
+    output_dir = output_dir.expanduser().resolve()
+    found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
+    missing = []
+
+    def add(files: list[Path], root: Path) -> None:
+        inner = output_dir != root.resolve() and output_dir.is_relative_to(root.resolve())
+        # an output folder inside the scanned one holds our earlier outputs, not inputs
+        found.extend((f, root) for f in files if not (inner and f.resolve().is_relative_to(output_dir)))
+
+    for spec in [inputs] if isinstance(inputs, str) else list(inputs):
+        spec = str(spec)
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            before = len(found)
+            add([f for f in sorted(path.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS], path)
+            if len(found) == before:
+                missing.append((spec, "no image files in this folder"))
+        elif path.is_file():
+            found.append((path, path.parent))
+        elif _is_glob(spec):
+            before = len(found)
+            add([Path(f) for f in sorted(glob.glob(str(path), recursive=True)) if Path(f).is_file()], _glob_root(spec))
+            if len(found) == before:
+                missing.append((spec, "the pattern matches no file"))
+        else:
+            missing.append((spec, "no such file or folder"))
+
+    sources, jobs, taken = set(), [], set()
+    inputs_resolved = {f.resolve() for f, _ in found}
+    for file, root in found:
+        if file.resolve() in sources:
+            continue  # the same file named twice
+        sources.add(file.resolve())
+        try:  # abspath folds "a/../b" without following links
+            relative = Path(os.path.abspath(file)).relative_to(os.path.abspath(root))
+        except ValueError:
+            relative = Path(file.name)
+        target = (output_dir / relative).with_suffix(suffix)
+        if not target.resolve().is_relative_to(output_dir):  # a symlinked sub-folder of output_dir
+            target = (output_dir / file.name).with_suffix(suffix)
+        stem, n = target.stem, 0
+        names = lambda t: [t, t.with_name(f"{t.stem}_strip{suffix}")] if strip else [t]  # noqa: E731
+        while any(t.resolve() in taken or t.resolve() in inputs_resolved for t in names(target)):
+            n += 1
+            target = target.with_name(f"{stem}_{n}{suffix}")
+        taken.update(t.resolve() for t in names(target))
+        jobs.append(Job(file, target, names(target)[-1] if strip else None))
+    return Plan(jobs, missing)
+
+
+class Photos(Dataset):
+    """Each photo decoded (any mode, EXIF orientation applied) at full size, and a size x size copy for the net."""
+
+    def __init__(self, jobs: list[Job], size: int):
+        self.jobs, self.resize = jobs, v2.Resize((size, size), antialias=True)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            image = load_image(self.jobs[i].source)
+        except Exception as err:  # a corrupt or foreign file: listed and skipped, the others go on
+            return {"index": i, "error": f"{type(err).__name__}: {err}"}
+        return {"index": i, "image": image, "small": self.resize(image)}
+
+
+def decode(module, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """ab at the network's resolution: annealed mean at T, or the mode (the most likely bin) for T = 0."""
+    if temperature == 0:
+        return module.bins[logits.argmax(1)].permute(0, 3, 1, 2)
+    return annealed_mean(logits, module.bins, temperature)
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """RGB in [0, 1], (3, H, W) -> uint8 (H, W, 3)."""
+    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _write(rgb: torch.Tensor, target: Path, fmt: str, source: Path, skipped: list) -> bool:
+    """Save RGB in [0, 1] (3, H, W); a failure (disk full, no permission) is listed like an unreadable input."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(to_uint8(rgb))
+        image.save(target, quality=95) if fmt == "jpg" else image.save(target)
+    except OSError as err:
+        skipped.append((str(source), f"could not write {target}: {err}"))
+        return False
+    return True
+
+
+def validate(cfg: DictConfig) -> None:
+    if not cfg.input:
+        raise ConfigError("input is not set: pass input=PATH (an image, a folder or a glob; or a list [A,B])")
+    if not isinstance(cfg.input, str | ListConfig | list):
+        raise ConfigError(f"input={cfg.input}: expected a path, a glob or a list of them")
+    if not cfg.output:
+        raise ConfigError("output is not set: pass output=DIR")
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format!r} is not one of {FORMATS}")
+    if cfg.temperature is not None and cfg.temperature <= 0:
+        raise ConfigError(f"temperature={cfg.temperature} must be > 0 (strip_temperatures may hold 0, the mode)")
+    if not isinstance(cfg.size, int) or cfg.size < 8:
+        raise ConfigError(f"size={cfg.size} must be an integer >= 8")
+    if cfg.strip and (not cfg.strip_temperatures or any(t < 0 for t in cfg.strip_temperatures)):
+        raise ConfigError(f"strip_temperatures={cfg.strip_temperatures} must be a non-empty list of T >= 0")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be >= 1")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def colorize(cfg: DictConfig) -> Result:
+    """Colorize every input; returns the files written and the inputs skipped, with the reason."""
+    validate(cfg)
+    suffix = "." + cfg.format
+    output_dir = Path(cfg.output).expanduser()
+    todo = plan(cfg.input, output_dir, suffix, strip=bool(cfg.strip))
+    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
+    if cfg.strip and not module.criterion.classification:
+        raise ConfigError("strip=true needs a classification model: this one regresses ab (loss l2), it has no T")
+    device = _device(cfg.device)
+    module = module.to(device).eval()
+    temperature = cfg.temperature if cfg.temperature is not None else module.hparams.temperature
+
+    loader = DataLoader(
+        Photos(todo.jobs, cfg.size), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list
+    )
+    result = Result([], [], list(todo.missing))
+    with tqdm(total=len(todo.jobs), desc="colorize", unit="image", disable=None) as progress:
+        for items in loader:
+            good = [it for it in items if "error" not in it]
+            result.skipped += [(str(todo.jobs[it["index"]].source), it["error"]) for it in items if "error" in it]
+            if good:
+                L_small = rgb_to_lightness(torch.stack([it["small"] for it in good]).to(device).float() / 255)
+                if cfg.strip:
+                    logits = module(L_small)
+                    ab = decode(module, logits, temperature)
+                    strips = [decode(module, logits, t) for t in cfg.strip_temperatures]
+                else:
+                    ab = module.predict_ab(L_small, temperature)
+                for k, item in enumerate(good):
+                    job = todo.jobs[item["index"]]
+                    L_full = rgb_to_lightness(item["image"].to(device).float()[None] / 255)
+                    rgb = lightness_and_ab_to_rgb(L_full, ab[k : k + 1].float())[0]
+                    if not _write(rgb, job.target, cfg.format, job.source, result.skipped):
+                        continue
+                    result.images.append(job.target)
+                    if cfg.strip:
+                        scale = min(1.0, STRIP_MAX_SIDE / max(L_full.shape[-2:]))
+                        L_strip = F.interpolate(L_full, scale_factor=scale, mode="area") if scale < 1 else L_full
+                        frames = [lightness_and_ab_to_rgb(L_strip, s[k : k + 1].float())[0] for s in strips]
+                        if _write(torch.cat(frames, dim=-1), job.strip_target, cfg.format, job.source, result.skipped):
+                            result.strips.append(job.strip_target)
+            progress.update(len(items))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="colorize")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    result = colorize(cfg)
+    print(f"colorized {len(result.images)} image(s) into {Path(cfg.output).expanduser()}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} input(s):")
+        for source, reason in result.skipped:
+            print(f"  {source}: {reason}")
+    if not result.images:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

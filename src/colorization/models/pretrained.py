@@ -1,0 +1,130 @@
+"""Rebuild a colorizer for inference: from a training checkpoint, or from the authors' released weights.
+
+The authors' PyTorch port (``colorization_release_v2-9b330a0b.pth``) names its parts as our ECCV16
+(``model1`` ... ``model8``; ``model8.6`` the 313-way 1x1 conv) plus ``model_out.weight`` (2, 313, 1, 1),
+a fixed 1x1 conv applied to the softmax whose output, times 110, is ab: it holds the bin centres / 110.
+We read the bins from it, check them against the official ``pts_in_hull.npy`` when that file can be
+found, and decode with our annealed mean. Their port decodes with a plain softmax (T = 1).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import typing
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode
+
+from colorization.color import ab_bins
+from colorization.color.bins import GRID_STEP
+from colorization.color.reference import ReferenceError
+from colorization.data import ConfigError
+from colorization.models.eccv16 import AB_SCALE, ECCV16
+from colorization.models.module import ColorizationModule
+
+log = logging.getLogger(__name__)
+
+AUTHORS_HEAD = "model_out.weight"
+AUTHORS_NUM_BINS = 313
+# what Hydra-built hyperparameters pickle as: plain containers, nothing that runs code when loaded
+_CHECKPOINT_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list, int]
+_CHECKPOINT_GLOBALS.append(collections.defaultdict)
+
+
+def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
+    """A ColorizationModule from one of our Lightning checkpoints (bins and prior included), on the CPU."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{key}={path}: no such file")
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        return ColorizationModule.load_from_checkpoint(p, map_location="cpu", weights_only=True)
+
+
+def _check_authors_state_dict(state: dict, key: str) -> None:
+    """The exact keys and shapes of the authors' ECCV16 (BatchNorm step counters optional), or ConfigError."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{key}: not a state dict of tensors (expected the authors' colorization_release_v2 file)")
+    with torch.device("meta"):  # shapes only: no memory, no initialization
+        expected = {k: v.shape for k, v in ECCV16(AUTHORS_NUM_BINS).state_dict().items()}
+    expected[AUTHORS_HEAD] = torch.Size((2, AUTHORS_NUM_BINS, 1, 1))
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {tuple(state[k].shape)}, expected {tuple(s)}"
+        for k, s in expected.items()
+        if state.get(k) is not None and state[k].shape != s
+    ]
+    problems = [("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)]
+    if detail := "; ".join(f"{what}: {', '.join(items[:3])}" for what, items in problems if items):
+        raise ConfigError(f"{key}: not the authors' ECCV16 weights ({detail})")
+
+
+def authors_bins(head: torch.Tensor, key: str = "model.weights", download: bool = True) -> torch.Tensor:
+    """The bin centres held by ``model_out.weight`` (2, Q, 1, 1), checked: (Q, 2) float32 sorted by (a, b)."""
+    bins = AB_SCALE * head[:, :, 0, 0].T.double()
+    grid = torch.round(bins / GRID_STEP) * GRID_STEP
+    if (bins - grid).abs().max() > 0.01:
+        raise ConfigError(f"{key}: model_out.weight x {AB_SCALE:g} is not on the ab grid of step {GRID_STEP:g}")
+    order = torch.argsort(grid[:, 0] * 1000 + grid[:, 1])
+    if len(torch.unique(grid, dim=0)) != len(grid) or not torch.equal(order, torch.arange(len(grid))):
+        raise ConfigError(f"{key}: the bins in model_out.weight are not distinct and sorted by (a, b)")
+    try:
+        official = ab_bins("official", download=download)
+    except ReferenceError as err:
+        log.warning("could not check the bins of %s against pts_in_hull.npy (%s)", key, err)
+    else:
+        if not torch.equal(grid.float(), official):
+            raise ConfigError(f"{key}: the bins in model_out.weight are not the authors' 313 (pts_in_hull.npy)")
+    return grid.float()
+
+
+def load_authors_weights(
+    path: str | Path,
+    prior: torch.Tensor | None = None,
+    temperature: float = 0.38,
+    download: bool = True,
+    key: str = "model.weights",
+) -> ColorizationModule:
+    """A ColorizationModule holding the authors' released ECCV16 weights and their 313 bins.
+
+    ``prior`` (313,) is only needed for the rebalanced AuC; without it the module carries a uniform one.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{key}={path}: no such file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which key pointed at it
+        raise ConfigError(f"{key}={path}: not a PyTorch state dict ({type(err).__name__}: {err})") from err
+    _check_authors_state_dict(state, f"{key}={path}")
+    bins = authors_bins(state.pop(AUTHORS_HEAD), f"{key}={path}", download)
+    if prior is not None and len(prior) != len(bins):
+        raise ConfigError(f"the prior has {len(prior)} bins but {key}={path} has {len(bins)}")
+    # the authors' released model is the full method: rebalanced, k = 10 (only inference uses it here)
+    loss = {"name": "rebalanced", "k": 10, "sigma": 5.0, "lam": 0.5}
+    module = ColorizationModule(arch="eccv16", loss=loss, temperature=temperature, bins=bins, prior=prior)
+    result = module.net.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
+    return module
+
+
+def load_model(
+    ckpt_path: str | None = None,
+    weights: str | None = None,
+    prior: torch.Tensor | None = None,
+    download: bool = True,
+) -> ColorizationModule:
+    """The model an entry point asked for: ``ckpt_path`` (ours) or ``model.weights`` (the authors'), in eval mode."""
+    if ckpt_path and weights:
+        raise ConfigError("pass ckpt_path=CKPT or model.weights=PATH, not both")
+    if not ckpt_path and not weights:
+        raise ConfigError(
+            "no model: pass ckpt_path=CKPT (a training checkpoint) or model.weights=PATH (the authors' weights)"
+        )
+    module = load_checkpoint(ckpt_path) if ckpt_path else load_authors_weights(weights, prior, download=download)
+    return module.eval()
