@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from colorization.models.alexnet import MIN_SIZE_COLORIZE, MIN_SIZE_FEATURES, AlexNetColorization
 from colorization.models.losses import ColorizationLoss
 from colorization.models.module import ARCHITECTURES, ColorizationModule
-from conftest import TINY, compose
+from conftest import REPO, TINY, compose
 
 
 def out_size(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -131,3 +135,13 @@ def test_train_alexnet_rebalanced_tiny(tmp_path):
     assert trainer.global_step == 2
     assert isinstance(trainer.lightning_module.net, AlexNetColorization)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_train_cli_alexnet_rebalanced(tmp_path):
+    """The issue's command at full size (sample photos, 176 crops, batch 40): exits 0 and writes a checkpoint."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "colorization.train", "experiment=alexnet_rebalanced", "trainer.max_steps=2"]
+    result = subprocess.run([*cmd, "trainer.accelerator=cpu"], env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt"))) == 1

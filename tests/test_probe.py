@@ -135,6 +135,21 @@ def test_heads_batchnorm_is_parameter_free_and_backbone_frozen():
     )
 
 
+def test_probe_checkpoint_holds_heads_only():
+    from colorization.models.alexnet import AlexNetColorization
+
+    layers = {"conv1": [10, 10], "pool5": [6, 6]}
+    probes = LinearProbes({"checkpoint": AlexNetColorization(4), "random": AlexNetColorization(4)}, 3, layers)
+    checkpoint = {"state_dict": probes.state_dict()}
+    probes.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and all(k.startswith("heads.") for k in checkpoint["state_dict"])
+    assert len(checkpoint["state_dict"]) == len(probes.heads.state_dict())
+    probes.on_load_checkpoint(checkpoint)  # complete: no error
+    other = LinearProbes({"checkpoint": AlexNetColorization(4)}, 3, {**layers, "conv3": [5, 5]})
+    with pytest.raises(ValueError, match="lacks heads.checkpoint_conv3"):
+        other.on_load_checkpoint(checkpoint)
+
+
 # ---- a real probe run ------------------------------------------------------------------------------------------
 class Snapshot(L.Callback):
     """Copies of the backbones' and heads' states before training."""
@@ -204,6 +219,22 @@ def test_probe_cli_writes_probe_json(alexnet_ckpt, labeled_dir, tmp_path):
     assert (path.parent / "probe.md").is_file()
 
 
+@pytest.mark.slow
+def test_probe_cli_default_crops(alexnet_ckpt, labeled_dir, tmp_path):
+    """The probe's defaults (227 crops with mirroring after a 256 resize, bilinear, random baseline), batch 16."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path)}
+    data = [f"data.root={labeled_dir / 'train'}", f"data.val_root={labeled_dir / 'val'}", "data.batch_size=16"]
+    cmd = [sys.executable, "-m", "colorization.probe", f"ckpt_path={alexnet_ckpt}", *data, "logger=csv"]
+    result = subprocess.run(
+        [*cmd, "trainer.max_steps=2", "trainer.accelerator=cpu"], env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = tmp_path.glob("probe/runs/*/probe.json")
+    report = json.loads(path.read_text())
+    assert report["train_steps"] == 2 and report["reduce"] == "bilinear"
+    assert list(report["results"]) == ["checkpoint", "random"]
+
+
 def test_probe_hf_imagefolder_labels(alexnet_ckpt, labeled_dir, tmp_path, monkeypatch):
     """data=hf with a real `datasets` imagefolder from local files: labels from the sub-folder names."""
     import datasets
@@ -238,6 +269,7 @@ def test_probe_hf_imagefolder_labels(alexnet_ckpt, labeled_dir, tmp_path, monkey
         (["probe.reduce=nearest"], "probe.reduce='nearest'"),
         (["probe.baselines=[imagenet]"], "probe.baselines"),
         (["data=hf", "data.path=imagefolder"], "data.label_column is not set"),
+        (["data.batch_size=256"], "larger than the 64 training images"),
     ],
 )
 def test_config_errors(alexnet_ckpt, labeled_dir, tmp_path, overrides, message):

@@ -149,6 +149,9 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
             backbones[name] = build_network(hparams["arch"], net.out_channels)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
+    n_train = len(datamodule.train_set) if hasattr(datamodule.train_set, "__len__") else None
+    if n_train is not None and n_train < cfg.data.batch_size:  # the training loader drops the last partial batch
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {n_train} training images")
     label_column = cfg.data.get("label_column")
     classes = class_names(datamodule, label_column)
     num_classes = cfg.probe.num_classes or (len(classes) if classes else None)

@@ -110,6 +110,15 @@ class LinearProbes(L.LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("backbones.")}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Loading is not strict (no backbones in the file), so check that every head is there."""
+        missing = [f"heads.{k}" for k in self.heads.state_dict() if f"heads.{k}" not in checkpoint["state_dict"]]
+        if missing:
+            raise ValueError(
+                f"resume: the probe checkpoint lacks {missing[0]} (and {len(missing) - 1} more): "
+                "resume with the same probe.layers and probe.baselines"
+            )
+
     def on_before_batch_transfer(self, batch, dataloader_idx: int = 0) -> dict:
         """Check the labels on the host (no device sync; a bad label would otherwise fail on the device)."""
         if "label" not in batch:
