@@ -59,6 +59,8 @@ class ColorizationDataModule(L.LightningDataModule):
         streaming: bool = False,
         image_column: str = "image",
         label_column: str | None = None,
+        # crops must be a multiple of this: 8 for the colorization networks; linear probes take 227 (1)
+        crop_multiple: int = 8,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -71,8 +73,10 @@ class ColorizationDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.source not in SOURCES:
             raise ConfigError(f"data.source={hp.source!r} is not one of {SOURCES}")
-        if hp.crop_size <= 0 or hp.crop_size % 8:
-            raise ConfigError(f"data.crop_size={hp.crop_size}: the network needs a positive multiple of 8")
+        if hp.crop_size <= 0 or hp.crop_size % hp.crop_multiple:
+            raise ConfigError(
+                f"data.crop_size={hp.crop_size}: the network needs a positive multiple of {hp.crop_multiple}"
+            )
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
         self._folder_split = None

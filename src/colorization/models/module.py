@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from colorization.color import SoftEncoder, annealed_mean, gray_mask, rebalance_weights, rgb_to_lab, rgb_to_lightness
+from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
 
 TARGET_STRIDE = 4  # targets and outputs live at 1/4 of the input resolution
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNetColorization}
 
 
 def build_network(arch: str, out_channels: int) -> nn.Module:

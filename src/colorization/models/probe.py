@@ -1,0 +1,189 @@
+"""Linear probes: frozen backbones, one linear classifier per (backbone, layer), all trained jointly.
+
+Protocol (PAPER.md, "Representation learning"): each layer's post-ReLU activation is reduced to about
+9k values (bilinear resize, the authors' protocol, or average pooling, Goyal et al. 2019), passed
+through a parameter-free BatchNorm (per channel, ``affine=False``), then a linear layer trained with
+softmax cross-entropy. One pass over the data trains every head of every backbone: the backbones run
+once per batch, the heads' losses are summed (their gradients do not interact).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from colorization.color import rgb_to_lightness
+
+REDUCE_MODES = ("bilinear", "avgpool")
+IGNORE_LABEL = -1  # a validation image whose class the training set does not have
+
+
+def reduce_features(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, *size): bilinear resize (half-pixel centres) or adaptive average pooling."""
+    if mode == "bilinear":
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    if mode == "avgpool":
+        return F.adaptive_avg_pool2d(x, tuple(size))
+    raise ValueError(f"probe.reduce={mode!r} is not one of {REDUCE_MODES}")
+
+
+class Frozen(nn.Module):
+    """A backbone that stays in eval mode (BatchNorm statistics fixed) and gets no gradients."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> Frozen:
+        return super().train(False)  # Lightning calls model.train() each epoch: ignore it
+
+    @torch.no_grad()
+    def forward(self, L_full: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.features(L_full)
+
+
+class LinearHead(nn.Module):
+    """Reduce to (C, h, w), parameter-free BatchNorm, flatten, linear."""
+
+    def __init__(self, channels: int, size: tuple[int, int], num_classes: int, mode: str):
+        super().__init__()
+        self.size, self.mode = tuple(size), mode
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.linear = nn.Linear(channels * self.size[0] * self.size[1], num_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(reduce_features(x.float(), self.size, self.mode)).flatten(1))
+
+
+class LinearProbes(L.LightningModule):
+    """``backbones``: name -> network with ``features(L)`` and ``feature_channels``; ``layers``: name -> (h, w)."""
+
+    def __init__(
+        self,
+        backbones: dict[str, nn.Module],
+        num_classes: int,
+        layers: dict[str, tuple[int, int]],
+        reduce: str = "bilinear",
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbones"])
+        self.strict_loading = False  # probe checkpoints hold the heads only (see on_save_checkpoint)
+        if reduce not in REDUCE_MODES:
+            raise ValueError(f"probe.reduce={reduce!r} is not one of {REDUCE_MODES}")
+        if num_classes < 2:
+            raise ValueError(f"probe.num_classes={num_classes} must be >= 2")
+        self.backbones = nn.ModuleDict({name: Frozen(net) for name, net in backbones.items()})
+        self.heads = nn.ModuleDict()
+        for name, net in backbones.items():
+            for layer, size in layers.items():
+                if layer not in net.feature_channels:
+                    raise ValueError(f"probe.layers: {layer!r} is not one of {list(net.feature_channels)}")
+                self.heads[self.key(name, layer)] = LinearHead(net.feature_channels[layer], size, num_classes, reduce)
+        top5 = min(5, num_classes)  # with fewer than 5 classes "top5" is trivially 1
+        metrics = MetricCollection(
+            {
+                "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=IGNORE_LABEL),
+                "top5": MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=IGNORE_LABEL),
+            }
+        )
+        self.train_metrics = nn.ModuleDict({k: metrics.clone() for k in self.heads})
+        self.val_metrics = nn.ModuleDict({k: metrics.clone() for k in self.heads})
+
+    @staticmethod
+    def key(backbone: str, layer: str) -> str:
+        return f"{backbone}_{layer}"
+
+    def names(self):
+        """(backbone, layer, head key) for every head."""
+        return [(b, layer, self.key(b, layer)) for b in self.backbones for layer in self.hparams.layers]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the heads only: the backbones come back from ckpt_path and the seed when a probe resumes."""
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("backbones.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Loading is not strict (no backbones in the file), so check that every head is there."""
+        missing = [f"heads.{k}" for k in self.heads.state_dict() if f"heads.{k}" not in checkpoint["state_dict"]]
+        if missing:
+            raise ValueError(
+                f"resume: the probe checkpoint lacks {missing[0]} (and {len(missing) - 1} more): "
+                "resume with the same probe.layers and probe.baselines"
+            )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0) -> dict:
+        """Check the labels on the host (no device sync; a bad label would otherwise fail on the device)."""
+        if "label" not in batch:
+            raise ValueError("probing needs labels: data.labels=true (folder) or data.label_column=NAME (hf)")
+        label = torch.as_tensor(batch["label"])
+        if label.numel() and not (IGNORE_LABEL <= int(label.min()) and int(label.max()) < self.hparams.num_classes):
+            raise ValueError(
+                f"labels {int(label.min())}..{int(label.max())} are out of range for "
+                f"probe.num_classes={self.hparams.num_classes}"
+            )
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0) -> dict:
+        return {"L": rgb_to_lightness(batch["image"].float() / 255), "label": batch["label"].long()}
+
+    def forward(self, L_full: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every head, keyed by ``key(backbone, layer)``."""
+        logits = {}
+        for name, backbone in self.backbones.items():
+            feats = backbone(L_full)
+            for layer in self.hparams.layers:
+                logits[self.key(name, layer)] = self.heads[self.key(name, layer)](feats[layer])
+        return logits
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        label = batch["label"]
+        metrics = self.train_metrics if stage == "train" else self.val_metrics
+        logits = self(batch["L"])
+        total, n, on_step = 0.0, len(label), stage == "train"
+        for backbone, layer, key in self.names():
+            loss = F.cross_entropy(logits[key], label, ignore_index=IGNORE_LABEL)
+            total = total + loss
+            metrics[key].update(logits[key], label)
+            self.log(
+                f"{stage}/{backbone}/{layer}/loss",
+                loss,
+                on_step=on_step,
+                on_epoch=not on_step,
+                batch_size=n,
+                sync_dist=not on_step,
+            )
+            for metric_name, metric in metrics[key].items():
+                self.log(f"{stage}/{backbone}/{layer}/{metric_name}", metric, on_step=False, on_epoch=True)
+        self.log(
+            f"{stage}/loss",
+            total,
+            on_step=on_step,
+            on_epoch=not on_step,
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=not on_step,
+        )
+        return total
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        cfg = {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, **(self.hparams.optimizer or {})}
+        optimizer = torch.optim.SGD(self.heads.parameters(), **cfg)
+        if not self.hparams.scheduler:
+            return optimizer
+        # lr x gamma at each milestone epoch
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, **self.hparams.scheduler)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,216 @@
+"""python -m colorization.probe ckpt_path=CKPT data.root=DIR [key=value ...]  (Hydra main).
+
+Linear probes on the frozen features of a colorization checkpoint (model=alexnet), and on the same
+network randomly initialized (the floor that shows what colorization pre-training adds). Writes
+``probe.json`` and ``probe.md`` (top-1 / top-5 per layer and backbone) to the run directory.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import pickle
+import typing
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode
+
+from colorization.data import ConfigError
+from colorization.models.alexnet import MIN_SIZE_FEATURES
+from colorization.models.module import ColorizationModule, build_network
+from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
+from colorization.utils import config_dir, one_line_errors, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+BASELINES = ("random",)
+# what the omegaconf containers in a training checkpoint's hyperparameters unpickle into
+CHECKPOINT_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any]
+CHECKPOINT_GLOBALS += [dict, list, int, collections.defaultdict]
+CHECKPOINT = "checkpoint"  # the name of the probed checkpoint's backbone in metrics and reports
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cheap checks of the values that would otherwise fail deep inside a run."""
+    if not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path is not set: pass ckpt_path=CKPT (a checkpoint of colorization.train model=alexnet)"
+        )
+    if not Path(cfg.ckpt_path).expanduser().is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file")
+    if cfg.resume and not Path(cfg.resume).expanduser().is_file():
+        raise ConfigError(f"resume={cfg.resume}: no such file")
+    probe = cfg.probe
+    if probe.reduce not in REDUCE_MODES:
+        raise ConfigError(f"probe.reduce={probe.reduce!r} is not one of {REDUCE_MODES}")
+    for name in probe.baselines or []:
+        if name not in BASELINES:
+            raise ConfigError(f"probe.baselines: {name!r} is not one of {BASELINES}")
+    if not probe.layers:
+        raise ConfigError("probe.layers is empty: give at least one layer and its size, e.g. {conv5: [6, 6]}")
+    for layer, size in probe.layers.items():
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"probe.layers.{layer}={list(size)}: give a positive [height, width]")
+    if probe.num_classes is not None and probe.num_classes < 2:
+        raise ConfigError(f"probe.num_classes={probe.num_classes} must be >= 2")
+    data = cfg.data
+    if data.source == "samples":
+        raise ConfigError("data=samples has no labels: probe a labeled folder (data.root=DIR) or data=hf")
+    if data.source == "folder" and not data.get("labels"):
+        raise ConfigError("data.labels=false: probing needs the class sub-folders of data.root (data.labels=true)")
+    if data.source == "hf" and not data.get("label_column"):
+        raise ConfigError("data.label_column is not set: probing needs labels (e.g. data.label_column=label)")
+    if data.crop_size < MIN_SIZE_FEATURES:
+        raise ConfigError(
+            f"data.crop_size={data.crop_size}: AlexNet's pool5 needs crops of at least {MIN_SIZE_FEATURES}"
+        )
+
+
+def load_backbone(ckpt_path: str) -> tuple[torch.nn.Module, dict]:
+    """The colorization network of a training checkpoint, and the checkpoint's hyperparameters."""
+    try:
+        # weights-only loading (no arbitrary code), allowing the omegaconf containers train.py's hparams hold
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            module = ColorizationModule.load_from_checkpoint(Path(ckpt_path).expanduser(), map_location="cpu")
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a colorization.train checkpoint ({err})") from err
+    net = module.net
+    if not hasattr(net, "features"):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: model.arch={module.hparams.arch!r} exposes no per-layer features; "
+            "linear probes need a model=alexnet checkpoint"
+        )
+    return net, dict(module.hparams)
+
+
+def class_names(datamodule, label_column: str | None) -> list[str] | None:
+    """The sorted sub-folder names (folder), or the names of a ClassLabel column (hf)."""
+    if getattr(datamodule, "classes", None):
+        return list(datamodule.classes)
+    features = getattr(getattr(datamodule.train_set, "dataset", None), "features", None) or {}
+    feature = features.get(label_column) if label_column else None
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def check_validation_labels(datamodule, num_classes: int, label_column: str | None) -> int | None:
+    """Warn (counted) about validation images without a known class and classes the split lacks."""
+    val = datamodule.val_set
+    labels = getattr(val, "labels", None)  # folder source
+    if labels is None and hasattr(getattr(val, "dataset", None), "column_names") and label_column:
+        labels = list(val.dataset[label_column])  # map-style hf: reads one column only
+    if labels is None:
+        return None  # streaming: unknown until read
+    unknown = sum(1 for y in labels if y == IGNORE_LABEL)
+    if unknown:
+        log.warning("probe: %d validation images have a class not in the training set; they are ignored", unknown)
+    covered = len({y for y in labels if y != IGNORE_LABEL})
+    if covered < num_classes:
+        log.warning(
+            "probe: the validation split covers %d of %d classes (for hf, set data.val_split)", covered, num_classes
+        )
+    return len(labels) - unknown
+
+
+def markdown_table(report: dict) -> str:
+    backbones = list(report["results"])
+    header = "| layer | features | " + " | ".join(f"{b} top-1 | {b} top-5" for b in backbones) + " |"
+    lines = [header, "|" + "---|" * (2 + 2 * len(backbones))]
+    for layer, size in report["layers"].items():
+        dims = f"{report['feature_channels'][layer]}x{size[0]}x{size[1]}"
+        cells = [f"{100 * report['results'][b][layer][k]:.1f}" for b in backbones for k in ("top1", "top5")]
+        lines.append(f"| {layer} | {dims} | " + " | ".join(cells) + " |")
+    top5 = min(5, report["num_classes"])
+    return (
+        f"Linear probes on `{report['ckpt_path']}` (arch {report['arch']}), accuracy in % on "
+        f"{report['val_images']} validation images, {report['num_classes']} classes (chance "
+        f"{100 / report['num_classes']:.1f} %; top-5 is top-{top5}). Features reduced by {report['reduce']}, "
+        f"{report['train_steps']} training steps.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L.Trainer, dict]:
+    """Build everything from the config, train the probes, validate; returns the trainer and the report.
+
+    ``callbacks``: extra Lightning callbacks, for programmatic use, after the configured ones.
+    """
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    net, hparams = load_backbone(cfg.ckpt_path)
+    backbones = {CHECKPOINT: net}
+    for name in cfg.probe.baselines or []:
+        if name == "random":  # same architecture, fresh initialization (seeded)
+            backbones[name] = build_network(hparams["arch"], net.out_channels)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    n_train = len(datamodule.train_set) if hasattr(datamodule.train_set, "__len__") else None
+    if n_train is not None and n_train < cfg.data.batch_size:  # the training loader drops the last partial batch
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {n_train} training images")
+    label_column = cfg.data.get("label_column")
+    classes = class_names(datamodule, label_column)
+    num_classes = cfg.probe.num_classes or (len(classes) if classes else None)
+    if num_classes is None:
+        raise ConfigError("probe.num_classes is not set and cannot be read from the data: pass probe.num_classes=N")
+    val_images = check_validation_labels(datamodule, num_classes, label_column)
+    layers = {k: list(v) for k, v in cfg.probe.layers.items()}
+    model = LinearProbes(
+        backbones,
+        num_classes=num_classes,
+        layers=layers,
+        reduce=cfg.probe.reduce,
+        optimizer=OmegaConf.to_container(cfg.probe.optimizer),
+        scheduler=OmegaConf.to_container(cfg.probe.scheduler) if cfg.probe.scheduler else None,
+    )
+    configured = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = configured + list(callbacks or [])
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume)
+        metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]  # the reported numbers
+    finally:
+        for logger in loggers:  # close the W&B run even on failure
+            if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+                logger.experiment.finish()
+    report = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "arch": hparams["arch"],
+        "loss": (hparams.get("loss") or {}).get("name"),
+        "num_classes": num_classes,
+        "classes": classes,
+        "chance_top1": 1 / num_classes,
+        "val_images": val_images,
+        "train_steps": trainer.global_step,
+        "reduce": cfg.probe.reduce,
+        "layers": layers,
+        "feature_channels": {layer: net.feature_channels[layer] for layer in layers},
+        "results": {
+            b: {layer: {k: float(metrics[f"val/{b}/{layer}/{k}"]) for k in ("top1", "top5")} for layer in layers}
+            for b in backbones
+        },
+    }
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "probe.md").write_text(markdown_table(report))
+        log.info("probe: results in %s\n%s", out / "probe.json", markdown_table(report))
+    return trainer, report
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="probe")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    probe(cfg)
+
+
+if __name__ == "__main__":
+    main()
