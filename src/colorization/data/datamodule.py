@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from colorization.data.datasets import (
+    ON_ERROR,
     FixedCrops,
     HFImages,
     HFImageStream,
@@ -42,6 +43,7 @@ class ColorizationDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int | None = 2,
         seed: int = 0,
+        on_error: str = "skip",  # a bad image file: "skip" (counted, logged) or "raise"
         # samples
         train_crops: int = 1000,
         val_crops: int = 256,
@@ -75,6 +77,8 @@ class ColorizationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.crop_size={hp.crop_size}: the network needs a positive multiple of 8")
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
+        if hp.on_error not in ON_ERROR:
+            raise ConfigError(f"data.on_error={hp.on_error!r} is not one of {ON_ERROR}")
         if hp.source == "folder":
             for key in ("root", "val_root"):
                 value = hp[key]
@@ -104,8 +108,8 @@ class ColorizationDataModule(L.LightningDataModule):
                 train_labels = [index[class_of(f, root)] for f in split.train]
                 val_labels = [index.get(class_of(f, val_root), -1) for f in split.val]
             self.classes = split.classes
-            self.train_set = ImageFiles(split.train, train_tf, train_labels)
-            self.val_set = ImageFiles(split.val, val_tf, val_labels)
+            self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
+            self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
         else:
             self.train_set, self.val_set = self._hf_sets(train_tf, val_tf)
 
@@ -126,8 +130,8 @@ class ColorizationDataModule(L.LightningDataModule):
             train, val = train.select(range(n_val, len(train))), train.select(range(n_val))
         wrap = HFImageStream if hp.streaming else HFImages
         return (
-            wrap(train, train_tf, hp.image_column, hp.label_column),
-            wrap(val, val_tf, hp.image_column, hp.label_column),
+            wrap(train, train_tf, hp.image_column, hp.label_column, hp.on_error),
+            wrap(val, val_tf, hp.image_column, hp.label_column, hp.on_error),
         )
 
     # ---- loaders -----------------------------------------------------------------------------
