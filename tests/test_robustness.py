@@ -236,6 +236,34 @@ def test_a_folder_of_non_images_is_an_error_not_an_endless_loop(corpus):
         dataset[0]
 
 
+def test_validation_hold_out_is_never_made_of_unreadable_files(corpus, tmp_path):
+    from colorization.data.datasets import readable
+    from colorization.data.sources import folder_split
+
+    good, bad = corpus
+    root = good["rgb_png"].parent
+    everything = {*good.values(), *bad.values()}
+    held_out_bad = 0
+    for seed in range(6):
+        plain = folder_split(root, val_size=4, seed=seed)  # the control: a random hold-out can hit bad files
+        held_out_bad += len(set(plain.val) & set(bad.values()))
+        split = folder_split(root, val_size=4, seed=seed, usable=readable)
+        assert len(split.val) == len(plain.val) and set(split.val) <= set(good.values())
+        assert set(split.train) | set(split.val) == everything and not set(split.train) & set(split.val)
+    assert held_out_bad > 0
+
+
+def test_a_folder_with_no_readable_image_is_a_config_error(corpus, tmp_path):
+    from colorization.data.datasets import readable
+    from colorization.data.sources import folder_split
+
+    _, bad = corpus
+    for path in (bad["text"], bad["empty"]):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ConfigError, match=r"data\.root=.*: none of its 2 files could be read as an image"):
+        folder_split(tmp_path, usable=readable)
+
+
 def test_invalid_on_error_is_a_one_line_config_error(tmp_path):
     from colorization.data import ColorizationDataModule
 

@@ -22,6 +22,7 @@ from colorization.data.datasets import (
     InMemoryCrops,
     ResizeAtLeast,
     load_image,
+    readable,
     train_transform,
     val_transform,
 )
@@ -100,7 +101,7 @@ class ColorizationDataModule(L.LightningDataModule):
             self.train_set = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops)
             self.val_set = FixedCrops(decode(split.val), hp.val_crops, hp.crop_size, seed=hp.seed)
         elif hp.source == "folder":
-            split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels)
+            split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable)
             train_labels = val_labels = None
             if split.classes is not None:
                 index = {c: i for i, c in enumerate(split.classes)}

@@ -78,6 +78,16 @@ def load_image(source: str | Path | bytes | io.IOBase, name: str | None = None) 
         raise BadImageError(f"{name}: {reason}", name) from err
 
 
+def readable(path: str | Path) -> bool:
+    """Whether a file decodes as an image (a warning names it when not)."""
+    try:
+        load_image(path)
+    except BadImageError as err:
+        log.warning("skipped unreadable image %s", err)
+        return False
+    return True
+
+
 def train_transform(crop_size: int, resize: int | None = None) -> v2.Transform:
     """Random crop (after an optional shorter-side resize; smaller images are upscaled) and flip."""
     return v2.Compose(
