@@ -16,16 +16,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import ab_bins, estimate_prior, load_reference
 from colorization.data import ConfigError
+from colorization.data.safety import load_checkpoint
 from colorization.models.losses import VARIANTS
 from colorization.models.module import lab_inputs
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
 
 
+def _check_type(cfg: DictConfig, key: str, kind: type, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+    if isinstance(value, bool) or not ok:
+        raise ConfigError(f"{key}={value!r} must be {'an integer' if kind is int else 'a number'}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Cheap checks of the values that would otherwise fail deep inside a run."""
+    for key in ("loss.lam", "loss.sigma", "model.temperature"):
+        _check_type(cfg, key, float)
+    for key in ("loss.k", "data.crop_size", "data.batch_size", "trainer.max_steps", "color.prior_batches"):
+        _check_type(cfg, key, int)
+    for key in ("data.resize", "data.num_workers"):
+        _check_type(cfg, key, int, optional=True)
+    if (cfg.data.get("num_workers") or 0) < 0:
+        raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
     loss = cfg.loss
     if loss.name not in VARIANTS:
         raise ConfigError(f"loss.name={loss.name!r} is not one of {VARIANTS}")
@@ -39,6 +57,22 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.temperature={cfg.model.temperature} must be > 0")
     if cfg.ckpt_path and cfg.ckpt_path != "last" and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """ckpt_path=last: the newest <log_dir>/<task_name>/runs/*/checkpoints/last.ckpt (or a SLURM requeue
+    checkpoint, runs/*/hpc_ckpt_*.ckpt). None, with a warning, when there is none yet: a requeued job can
+    always pass ckpt_path=last."""
+    if cfg.ckpt_path != "last":
+        return cfg.ckpt_path
+    runs = Path(cfg.paths.log_dir).expanduser() / cfg.task_name / "runs"
+    found = [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob("*/hpc_ckpt_*.ckpt")]
+    if not found:
+        log.warning("ckpt_path=last: no checkpoint under %s/*/checkpoints/last.ckpt; starting from scratch", runs)
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("ckpt_path=last: resuming from %s", newest)
+    return str(newest)
 
 
 def resolve_bins(cfg: DictConfig) -> torch.Tensor:
@@ -85,21 +119,27 @@ def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tens
 def train(cfg: DictConfig) -> L.Trainer:
     """Build everything from the config and fit; returns the trainer (metrics, model, checkpoints)."""
     validate(cfg)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path:
+        load_checkpoint(ckpt_path, "ckpt_path", mmap=True)  # refuse a file that would run code, before any work
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     bins = resolve_bins(cfg)
     L.seed_everything(cfg.seed, workers=True)
     prior = resolve_prior(cfg, datamodule, bins)
-    # _convert_="all": plain containers in the hyperparameters, so checkpoints load with weights_only=True
+    # seed again: whether the prior was estimated (drawing random crops) or read from the cache, the
+    # network starts from the same weights, so a resumed run and a fresh one agree
+    L.seed_everything(cfg.seed, workers=True)
+    # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
     model = hydra.utils.instantiate(
         cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
     )
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         for logger in loggers:  # close the W&B run even on failure: multiruns start a fresh one per job
             if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
@@ -107,6 +147,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     return trainer
 
 
+@one_line_hydra_errors
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import netrc
 import os
@@ -10,8 +11,14 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from colorization.color.reference import ReferenceError
 from colorization.data.sources import ConfigError
@@ -61,3 +68,44 @@ def one_line_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def one_line_hydra_errors(hydra_main):
+    """Around ``@hydra.main``: a bad command line (unknown key, unknown group option, unparsable override)
+    ends in one line naming the key, exit status 2, where Hydra prints several.
+
+    HYDRA_FULL_ERROR=1 (Hydra's documented switch) makes Hydra raise instead of print, so the error can be
+    caught here; errors raised inside the job then show their full traceback. Set by the user, it is kept.
+    """
+
+    @functools.wraps(hydra_main)
+    def wrapper(*args, **kwargs):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return hydra_main(*args, **kwargs)
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return hydra_main(*args, **kwargs)
+        except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+            print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return wrapper
+
+
+def hydra_error_line(err: Exception) -> str:
+    """One line for a Hydra composition error, naming the key."""
+    cause = err.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and getattr(cause, "full_key", None):
+        key, parent = cause.full_key, getattr(cause, "parent_node", None)
+        prefix, _, name = key.rpartition(".")
+        close = difflib.get_close_matches(name, [str(k) for k in parent.keys()], n=1) if parent is not None else []
+        hint = f"did you mean {prefix + '.' if prefix else ''}{close[0]}? " if close else ""
+        return f"{key}: no such config key ({hint}a new key needs a '+': +{key}=VALUE)"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, MissingConfigException) and err.options:
+        return f"{lines[0]} (options: {', '.join(err.options)})"
+    if isinstance(err, OverrideParseException):
+        return ": ".join(lines[:2])
+    return lines[0] if lines else type(err).__name__

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from colorization.data.datasets import (
+    ON_ERROR,
     FixedCrops,
     HFImages,
     HFImageStream,
@@ -21,6 +22,7 @@ from colorization.data.datasets import (
     InMemoryCrops,
     ResizeAtLeast,
     load_image,
+    readable,
     train_transform,
     val_transform,
 )
@@ -42,6 +44,7 @@ class ColorizationDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int | None = 2,
         seed: int = 0,
+        on_error: str = "skip",  # a bad image file: "skip" (counted, logged) or "raise"
         # samples
         train_crops: int = 1000,
         val_crops: int = 256,
@@ -79,9 +82,11 @@ class ColorizationDataModule(L.LightningDataModule):
             )
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
+        if hp.on_error not in ON_ERROR:
+            raise ConfigError(f"data.on_error={hp.on_error!r} is not one of {ON_ERROR}")
         self._folder_split = None
         if hp.source == "folder":  # listing the files is needed anyway; an empty folder fails here, early
-            self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels)
+            self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable)
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
 
@@ -106,8 +111,8 @@ class ColorizationDataModule(L.LightningDataModule):
                 train_labels = [index[class_of(f, root)] for f in split.train]
                 val_labels = [index.get(class_of(f, val_root), -1) for f in split.val]
             self.classes = split.classes
-            self.train_set = ImageFiles(split.train, train_tf, train_labels)
-            self.val_set = ImageFiles(split.val, val_tf, val_labels)
+            self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
+            self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
         else:
             self.train_set, self.val_set = self._hf_sets(train_tf, val_tf)
 
@@ -129,8 +134,8 @@ class ColorizationDataModule(L.LightningDataModule):
             train, val = train.select(range(hp.val_size, len(train))), train.select(range(hp.val_size))
         wrap = HFImageStream if hp.streaming else HFImages
         return (
-            wrap(train, train_tf, hp.image_column, hp.label_column),
-            wrap(val, val_tf, hp.image_column, hp.label_column),
+            wrap(train, train_tf, hp.image_column, hp.label_column, hp.on_error),
+            wrap(val, val_tf, hp.image_column, hp.label_column, hp.on_error),
         )
 
     # ---- loaders -----------------------------------------------------------------------------

@@ -1,11 +1,21 @@
 """Datasets that run in loader workers: decode, crop and flip, and hand over uint8 tensors.
 
 Everything numeric beyond uint8 (Lab, soft targets, weights) happens later, on the device.
+
+Bad files (corrupt, truncated, not images, decompression bombs) raise ``BadImageError`` naming the file.
+With ``on_error="skip"`` (the default) a dataset logs a warning, serves another item in its place and
+records the file in the item under ``SKIPPED``; the default collate turns that into a list of strings,
+so the names reach the main process whatever the worker, where ``colorization.callbacks.SkippedImages``
+counts them. ``on_error="raise"`` fails fast instead.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import random
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +23,29 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import v2
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("skip", "raise")
+SKIPPED = "skipped"  # item key: the files skipped while producing this item, joined by SKIPPED_SEP ("" if none)
+SKIPPED_SEP = "\0"  # cannot occur in a file name
+MAX_REPLACEMENTS = 10  # bad files in a row before a dataset gives up: a folder of non-images is an error
+# errors worth retrying when reading a stream (network hiccups); a missing or forbidden file is not one
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
+PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class BadImageError(ValueError):
+    """A file that cannot be used as an image; the message names it (``name``: the file alone)."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name or message
+
+
+def skipped_files(batch: dict) -> list[str]:
+    """The files a collated batch skipped (its SKIPPED strings, split)."""
+    return [name for joined in batch.get(SKIPPED) or () for name in joined.split(SKIPPED_SEP) if name]
 
 
 def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
@@ -27,9 +60,32 @@ def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    with Image.open(path) as image:
-        return to_rgb_tensor(image)
+def load_image(source: str | Path | bytes | io.IOBase, name: str | None = None) -> torch.Tensor:
+    """Decode an image file (a path, bytes or a file object) -> uint8 (3, H, W).
+
+    Raises BadImageError naming the file for anything that is not a sane image: corrupt, truncated or empty
+    files, other formats with an image extension, and decompression bombs (more than Image.MAX_IMAGE_PIXELS
+    pixels: PIL only warns below twice that, we refuse, so a header cannot make a worker allocate gigabytes).
+    """
+    name = name or (str(source) if isinstance(source, str | Path) else "<image bytes>")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return to_rgb_tensor(image)
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... on malformed files
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise BadImageError(f"{name}: {reason}", name) from err
+
+
+def readable(path: str | Path) -> bool:
+    """Whether a file decodes as an image (a warning names it when not)."""
+    try:
+        load_image(path)
+    except BadImageError as err:
+        log.warning("skipped unreadable image %s", err)
+        return False
+    return True
 
 
 def train_transform(crop_size: int, resize: int | None = None) -> v2.Transform:
@@ -60,16 +116,55 @@ class ResizeAtLeast(v2.Transform):
         return image if target == short else v2.functional.resize(image, target, antialias=True)
 
 
-class ImageFiles(Dataset):
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.on_error={on_error!r} is not one of {ON_ERROR}")
+    return on_error
+
+
+class SkipBadImages(Dataset):
+    """A map-style dataset whose ``load(i)`` may raise BadImageError: skip (serve another index) or raise.
+
+    The replacement index is a fixed function of (i, attempt), so a run stays reproducible, and every
+    item carries the files skipped for it under SKIPPED.
+    """
+
+    on_error: str = "skip"
+
+    def load(self, i: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> dict:
+        skipped, last = [], None
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            try:
+                item = self.load(i)
+            except BadImageError as err:
+                if self.on_error == "raise":
+                    raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
+                log.warning("skipped unreadable image %s", err)
+                skipped.append(err.name)
+                last = err
+                i = random.Random(i * 1_000_003 + attempt).randrange(len(self))
+                continue
+            item[SKIPPED] = SKIPPED_SEP.join(skipped)
+            return item
+        raise BadImageError(
+            f"{len(skipped)} images in a row could not be read (the last: {last}): is this a folder of images?"
+        )
+
+
+class ImageFiles(SkipBadImages):
     """Image files -> {"image": uint8 (3, crop, crop)} (and "label" when labels are given)."""
 
-    def __init__(self, files: list[Path], transform, labels: list[int] | None = None):
+    def __init__(self, files: list[Path], transform, labels: list[int] | None = None, on_error: str = "skip"):
         self.files, self.transform, self.labels = list(files), transform, labels
+        self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> dict:
+    def load(self, i: int) -> dict:
         item = {"image": self.transform(load_image(self.files[i]))}
         if self.labels is not None:
             item["label"] = self.labels[i]
@@ -108,26 +203,49 @@ class FixedCrops(Dataset):
         return {"image": self.crops[i]}
 
 
-class HFImages(Dataset):
+class HFImages(SkipBadImages):
     """A map-style Hugging Face dataset with an image column (PIL images or paths)."""
 
-    def __init__(self, dataset, transform, image_column: str = "image", label_column: str | None = None):
-        self.dataset, self.transform = dataset, transform
+    def __init__(
+        self,
+        dataset,
+        transform,
+        image_column: str = "image",
+        label_column: str | None = None,
+        on_error: str = "skip",
+    ):
+        self.dataset, self.transform = undecoded(dataset, image_column), transform
         self.image_column, self.label_column = image_column, label_column
+        self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> dict:
-        return _hf_item(self.dataset[i], self.transform, self.image_column, self.label_column)
+    def load(self, i: int) -> dict:
+        return _hf_item(self.dataset[i], self.transform, self.image_column, self.label_column, f"example {i}")
 
 
 class HFImageStream(IterableDataset):
-    """A streaming Hugging Face dataset; the workers of one loader read disjoint shards."""
+    """A streaming Hugging Face dataset; the workers of one loader read disjoint shards.
 
-    def __init__(self, dataset, transform, image_column: str = "image", label_column: str | None = None):
-        self.dataset, self.transform = dataset, transform
+    Transient read errors are retried (resuming the stream where it stopped); bad images are skipped and
+    named in the next item's SKIPPED (or raised, with on_error="raise").
+    """
+
+    def __init__(
+        self,
+        dataset,
+        transform,
+        image_column: str = "image",
+        label_column: str | None = None,
+        on_error: str = "skip",
+        retries: int = 3,
+        retry_wait: float = 1.0,
+    ):
+        self.dataset, self.transform = undecoded(dataset, image_column), transform
         self.image_column, self.label_column = image_column, label_column
+        self.on_error = check_on_error(on_error)
+        self.retries, self.retry_wait = retries, retry_wait
 
     def __iter__(self):
         info = get_worker_info()
@@ -136,16 +254,77 @@ class HFImageStream(IterableDataset):
             from datasets.distributed import split_dataset_by_node
 
             stream = split_dataset_by_node(stream, rank=info.id, world_size=info.num_workers)
-        for example in stream:
-            yield _hf_item(example, self.transform, self.image_column, self.label_column)
+        skipped = []
+        for n, example in enumerate(retry_transient(stream, self.retries, self.retry_wait)):
+            try:
+                item = _hf_item(example, self.transform, self.image_column, self.label_column, f"example {n}")
+            except BadImageError as err:
+                if self.on_error == "raise":
+                    raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
+                log.warning("skipped unreadable image %s", err)
+                skipped.append(err.name)
+                continue
+            item[SKIPPED], skipped = SKIPPED_SEP.join(skipped), []
+            yield item
 
 
-def _hf_item(example: dict, transform, image_column: str, label_column: str | None) -> dict:
+def retry_transient(stream, retries: int = 3, wait: float = 1.0):
+    """Iterate a streaming Hugging Face dataset; after a transient read error, wait (wait, 2 wait, 4 wait, ...)
+    and resume from the last example it yielded (its state_dict), up to ``retries`` times in a row."""
+    iterator, failures = iter(stream), 0
+    while True:
+        try:
+            example = next(iterator)
+        except StopIteration:
+            return
+        except PERMANENT_ERRORS:
+            raise
+        except TRANSIENT_ERRORS as err:
+            failures += 1
+            if failures > retries:
+                raise
+            delay = wait * 2 ** (failures - 1)
+            log.warning(
+                "read error (%s: %s); retry %d of %d in %.1f s", type(err).__name__, err, failures, retries, delay
+            )
+            time.sleep(delay)
+            stream.load_state_dict(stream.state_dict())  # the state at the last example yielded
+            iterator = iter(stream)
+            continue
+        failures = 0
+        yield example
+
+
+def undecoded(dataset, image_column: str):
+    """The dataset with its image column left as bytes/paths, so a bad image fails in load_image (one item,
+    skipped) rather than inside the datasets library (the whole stream)."""
+    import datasets
+
+    features = getattr(dataset, "features", None)
+    if features is not None and isinstance(features.get(image_column), datasets.Image):
+        return dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def _decode(value, name: str) -> torch.Tensor:
+    """An image column value: {"bytes", "path"} (undecoded), a path, bytes, or a PIL image."""
+    if isinstance(value, dict):
+        name = value.get("path") or name
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, str | Path | bytes):
+        return load_image(value, name if isinstance(value, bytes) else str(value))
+    if isinstance(value, Image.Image):
+        try:
+            return to_rgb_tensor(value)
+        except Exception as err:
+            raise BadImageError(f"{name}: {type(err).__name__}: {err}", name) from err
+    raise BadImageError(f"{name}: not an image ({type(value).__name__})", name)
+
+
+def _hf_item(example: dict, transform, image_column: str, label_column: str | None, name: str = "example") -> dict:
     if image_column not in example:
         raise KeyError(f"data.image_column={image_column!r} is not a column; columns: {sorted(example)}")
-    image = example[image_column]
-    image = load_image(image) if isinstance(image, str | Path) else to_rgb_tensor(image)
-    item = {"image": transform(image)}
+    item = {"image": transform(_decode(example[image_column], name))}
     if label_column is not None:
         item["label"] = int(example[label_column])
     return item

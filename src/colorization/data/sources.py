@@ -7,6 +7,7 @@ path or an empty folder fails in one line naming the config key.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,19 @@ def class_of(path: Path, root: Path) -> str:
     return path.relative_to(root).parts[0]
 
 
-def folder_split(root, val_root=None, val_size: int = 256, seed: int = 0, labels: bool = False) -> FileSplit:
-    """Train files from root; validation from val_root, or a fixed random hold-out of root."""
+def folder_split(
+    root,
+    val_root=None,
+    val_size: int = 256,
+    seed: int = 0,
+    labels: bool = False,
+    usable: Callable[[Path], bool] | None = None,
+) -> FileSplit:
+    """Train files from root; validation from val_root, or a fixed random hold-out of root.
+
+    ``usable``: a check for hold-out candidates (e.g. "it decodes"), so a small validation set is never
+    made of unreadable files; the files it rejects stay in train, where the dataset skips and counts them.
+    """
     files = list_images(root)
     if val_root:
         train, val = files, list_images(val_root, "data.val_root")
@@ -78,7 +90,19 @@ def folder_split(root, val_root=None, val_size: int = 256, seed: int = 0, labels
         shuffled = files.copy()
         random.Random(seed).shuffle(shuffled)
         n_val = max(1, min(val_size, len(files) // 10))
-        val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+        if usable is None:
+            val = shuffled[:n_val]
+        else:
+            val = []
+            for f in shuffled:
+                if len(val) == n_val:
+                    break
+                if usable(f):
+                    val.append(f)
+            if not val:
+                raise ConfigError(f"data.root={root}: none of its {len(files)} files could be read as an image")
+        held_out = set(val)
+        val, train = sorted(val), [f for f in files if f not in held_out]
     classes = None
     if labels:
         classes = sorted({class_of(f, Path(root).expanduser()) for f in list_images(root)})

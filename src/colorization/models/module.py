@@ -66,6 +66,12 @@ class ColorizationModule(L.LightningModule):
         self.register_buffer("prior", prior.float())
         self.register_buffer("class_weights", rebalance_weights(prior, loss["lam"]))
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, weights_only: bool = True, **kwargs):
+        """Checkpoints may come from strangers: load tensors and plain containers only (weights_only=True),
+        never pickled code. (Lightning's own default defers to torch, which an environment variable can flip.)"""
+        return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
+
     @property
     def bins(self) -> torch.Tensor:
         return self.encoder.bins
@@ -75,8 +81,9 @@ class ColorizationModule(L.LightningModule):
         images = batch["image"] if isinstance(batch, dict) else batch
         L_full, ab = lab_inputs(images)
         out = {"image": images, "L": L_full, "ab": ab, "mask": gray_mask(ab, self.hparams.gray_threshold)}
-        if isinstance(batch, dict) and "label" in batch:
-            out["label"] = batch["label"]
+        for key in ("label", "skipped"):  # skipped: files the datasets replaced (callbacks.SkippedImages counts)
+            if isinstance(batch, dict) and key in batch:
+                out[key] = batch[key]
         if self.criterion.classification:
             out["idx"], out["wts"] = self.encoder(ab)
             out["pixel_weight"] = self.class_weights[out["idx"][:, 0]]
@@ -111,8 +118,14 @@ class ColorizationModule(L.LightningModule):
             )
         return losses["loss"]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        loss = self._step(batch, "train")
+        # a non-finite loss skips the step (None: no backward, no update) on every rank at once;
+        # callbacks.FaultTolerance warns, counts, and stops a run of them
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return loss if finite else None
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

@@ -1,0 +1,159 @@
+"""Bad configurations end in ONE line naming the key (exit status 2), before any heavy work.
+
+Command-line mistakes that Hydra itself catches (unknown key, unknown group option, unparsable override)
+go through the real entry point (in-process and in subprocesses); wrong values go through train() wrapped
+exactly as the entry point wraps it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from colorization.train import main, train
+from colorization.utils import one_line_errors
+from conftest import TINY, compose
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDER = [arg for arg in TINY if not arg.startswith("data.val_crops")]  # TINY for data=folder
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs colorization.train's main as `python -m colorization.train ARGS` would, in this process."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def call(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["colorization.train", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            GlobalHydra.instance().clear()
+        return code, capsys.readouterr().err
+
+    return call
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["foo=1"], "error: foo: no such config key (a new key needs a '+': +foo=VALUE)"),
+        (["data=folder", "data.rot=/x"], "error: data.rot: no such config key (did you mean data.root? "),
+        (["loss.lamda=0.5"], "error: loss.lamda: no such config key (did you mean loss.lam? "),
+        (["data=nope"], "error: In 'train': Could not find 'data/nope' (options: folder, hf, samples)"),
+        (["loss.lam"], "error: Error parsing override 'loss.lam': missing EQUAL at '<EOF>'"),
+        (["+loss.lam=1"], "error: Could not append to config. An item is already at 'loss.lam'."),
+    ],
+)
+def test_command_line_mistakes_give_one_line_naming_the_key(cli, tmp_path, args, expected):
+    code, err = cli(*args)
+    assert code == 2
+    assert _one_line(err).startswith(expected)
+    assert not (tmp_path / "logs").exists()  # no run directory: nothing started
+
+
+def test_hydra_full_error_set_by_the_user_still_shows_the_full_error(cli, monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException):
+        cli("foo=1")
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.temperature=0"], "error: model.temperature=0"),
+        (["model.temperature=-0.5"], "error: model.temperature=-0.5"),
+        (["loss.lam=1.5"], "error: loss.lam=1.5 must be in [0, 1]"),
+        (["loss.lam=-0.1"], "error: loss.lam=-0.1 must be in [0, 1]"),
+        (["loss.lam=abc"], "error: loss.lam='abc' must be a number"),
+        (["loss.sigma=0"], "error: loss.sigma=0"),
+        (["loss.name=huber"], "error: loss.name='huber'"),
+        (["loss.k=0"], "error: loss.k=0 must be >= 1"),
+        (["loss.k=100000"], "error: loss.k=100000 is larger than the number of bins Q="),
+        (["data.crop_size=36"], "error: data.crop_size=36: the network needs a positive multiple of 8"),
+        (["data.crop_size=0"], "error: data.crop_size=0"),
+        (["data.batch_size=four"], "error: data.batch_size='four' must be an integer"),
+        (["data.num_workers=-1"], "error: data.num_workers=-1 must be >= 0"),
+        (["data.on_error=ignore"], "error: data.on_error='ignore' is not one of ('skip', 'raise')"),
+        (["data=folder"], "error: data.root is not set"),
+        (["data=folder", "data.root=/no/such/dir"], "error: data.root=/no/such/dir: no such directory"),
+        (["ckpt_path=/no/such.ckpt"], "error: ckpt_path=/no/such.ckpt: no such file"),
+        (["callbacks.fault_tolerance.max_nonfinite=0"], "error: callbacks.fault_tolerance.max_nonfinite=0"),
+        (["color.bins=/no/such/pts_in_hull.npy", "color.download=false"], "error: "),
+    ],
+)
+def test_invalid_values_give_one_line_naming_the_key_before_any_work(tmp_path, capsys, overrides, expected):
+    out = tmp_path / "run"
+    cfg = compose([*(FOLDER if "data=folder" in overrides else TINY), *overrides], out)
+    with pytest.raises(SystemExit) as exit_:
+        one_line_errors(train)(cfg)  # what the entry point runs
+    assert exit_.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(expected)
+    if expected == "error: ":  # a path given for the bins: the message names it
+        assert "/no/such/pts_in_hull.npy" in line
+    assert not out.exists()  # failed before any run directory, logger or checkpoint
+
+
+def test_data_folder_with_a_missing_val_root(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cfg = compose([*FOLDER, "data=folder", f"data.root={photos}", "data.val_root=/no/val"], tmp_path / "run")
+    with pytest.raises(SystemExit):
+        one_line_errors(train)(cfg)
+    assert _one_line(capsys.readouterr().err) == "error: data.val_root=/no/val: no such directory"
+
+
+def test_the_real_command_prints_one_line_for_each_kind_of_mistake(tmp_path):
+    """Subprocesses, started together: an unknown key (Hydra), a wrong value (ours), a malicious checkpoint."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_robustness import malicious_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+    cases = {
+        "unknown key": (
+            ["data.roots=/x", "data=folder"],
+            "error: data.roots: no such config key (did you mean data.root?",
+        ),
+        "wrong value": (["loss.lam=2"], "error: loss.lam=2 must be in [0, 1]"),
+        "malicious": ([f"ckpt_path={evil}"], f"error: ckpt_path={evil}: refused"),
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path / "logs")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "colorization.train", "logger=csv", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 2, (name, err[-2000:])
+        assert _one_line(err).startswith(cases[name][1]), name
+    assert not marker.exists()

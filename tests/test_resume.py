@@ -1,0 +1,222 @@
+"""Faults during training: non-finite losses, SIGTERM / SIGINT, and resuming with ckpt_path=last.
+
+Real (tiny) Lightning runs on CPU. The interrupted-and-resumed run must end with exactly the weights of a
+run that was never interrupted, so its data does not depend on order or random augmentation: one
+left-right symmetric photo, exactly the crop size (random crop and flip leave it unchanged), batch 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import skimage
+import torch
+from PIL import Image
+
+from colorization.callbacks import FaultTolerance, NonFiniteLossError
+from colorization.data.safety import load_checkpoint
+from colorization.models.module import ColorizationModule
+from colorization.train import train
+from conftest import compose
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SignalAt(L.Callback):
+    """Sends this process a signal at the end of a given training step, as a scheduler or a user would."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class NanAt(L.Callback):
+    """Makes the loss of the given training batches (counted from 0) NaN; records a parameter and a BatchNorm
+    buffer after every batch. The instance the config builds is NanAt.last."""
+
+    last: NanAt | None = None
+
+    def __init__(self, batches: list[int]):
+        self.batches, self.calls, self.params, self.buffers, self.steps = set(batches), 0, [], [], []
+        NanAt.last = self
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.calls in self.batches:
+            batch["L"].fill_(float("nan"))
+        self.calls += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.params.append(pl_module.net.model1[0].weight.detach().clone())
+        self.buffers.append(pl_module.net.model1[-1].running_mean.detach().clone())
+        self.steps.append(trainer.global_step)
+
+
+def symmetric_photos(root: Path, names: list[str], size: int = 32) -> Path:
+    root.mkdir(parents=True)
+    for name in names:
+        photo = np.asarray(Image.fromarray(getattr(skimage.data, name)()).resize((size // 2, size)))
+        Image.fromarray(np.concatenate([photo, photo[:, ::-1]], axis=1)).save(root / f"{name}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    return symmetric_photos(root / "train", ["chelsea"]), symmetric_photos(root / "val", ["coffee"])
+
+
+def overrides(photos, log_dir: Path, max_steps: int) -> list[str]:
+    train_dir, val_dir = photos
+    return [
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "data=folder",
+        f"data.root={train_dir}",
+        f"data.val_root={val_dir}",
+        "data.crop_size=32",
+        "data.resize=null",
+        "data.batch_size=1",
+        "data.num_workers=0",
+        "color.prior_batches=1",
+        "+trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.colorization_grid=null",
+        f"trainer.max_steps={max_steps}",
+        f"paths.log_dir={log_dir}",
+    ]
+
+
+def run(args: list[str], log_dir: Path, name: str):
+    cfg = compose(args, log_dir / "train" / "runs" / name)
+    return train(cfg), log_dir / "train" / "runs" / name
+
+
+def test_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(photos, tmp_path):
+    full, _ = run(overrides(photos, tmp_path / "a", 2), tmp_path / "a", "full")
+    assert full.global_step == 2
+
+    logs = tmp_path / "b"
+    interrupted = [
+        *overrides(photos, logs, 2),
+        "+callbacks.stop._target_=test_resume.SignalAt",
+        "+callbacks.stop.step=1",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        run(interrupted, logs, "first")
+    assert exit_info.value.code in (None, 0)  # a clean exit
+    checkpoint = logs / "train" / "runs" / "first" / "checkpoints" / "last.ckpt"
+    saved = load_checkpoint(checkpoint)  # weights_only: our checkpoints are plain containers
+    assert saved["global_step"] == 1
+
+    # the second step needs everything restored exactly: weights, Adam's moments and step count, loop state
+    resumed, _ = run([*overrides(photos, logs, 2), "ckpt_path=last"], logs, "second")
+    assert resumed.global_step == 2
+    final_full = full.lightning_module.state_dict()
+    final_resumed = resumed.lightning_module.state_dict()
+    assert final_full.keys() == final_resumed.keys()
+    for key, value in final_full.items():
+        assert torch.equal(value, final_resumed[key]), key
+    # the resumed run did train: its weights moved on from the checkpoint's
+    moved = [not torch.equal(saved["state_dict"][k], v) for k, v in final_resumed.items() if "weight" in k]
+    assert any(moved)
+    # and Lightning's own loader, with our safe default, reads our checkpoints
+    loaded = ColorizationModule.load_from_checkpoint(logs / "train" / "runs" / "second" / "checkpoints" / "last.ckpt")
+    assert torch.equal(loaded.net.model1[0].weight, final_resumed["net.model1.0.weight"])
+
+
+def test_sigint_saves_a_checkpoint_and_stops_after_the_batch(photos, tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    args = [
+        *overrides(photos, tmp_path, 5),
+        "+callbacks.stop._target_=test_resume.SignalAt",
+        "+callbacks.stop.step=1",
+        f"+callbacks.stop.signum={int(signal.SIGINT)}",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        run(args, tmp_path, "interrupted")
+    assert exit_info.value.code in (None, 0)
+    saved = load_checkpoint(tmp_path / "train" / "runs" / "interrupted" / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 1
+    assert signal.getsignal(signal.SIGINT) == before  # Ctrl+C behaves normally again after the run
+
+
+def test_ckpt_path_last_picks_the_newest_run_and_starts_fresh_without_one(tmp_path, caplog):
+    from colorization.train import resolve_ckpt_path
+
+    cfg = compose(["ckpt_path=last", f"paths.log_dir={tmp_path}"], tmp_path / "train" / "runs" / "now")
+    assert resolve_ckpt_path(cfg) is None  # none yet: a requeued job can always pass ckpt_path=last
+    for age, run_name in enumerate(["newest", "older", "oldest"]):
+        path = tmp_path / "train" / "runs" / run_name / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - 100 * age, time.time() - 100 * age))
+    assert resolve_ckpt_path(cfg) == str(tmp_path / "train" / "runs" / "newest" / "checkpoints" / "last.ckpt")
+
+
+def test_nonfinite_losses_skip_their_step_and_a_run_of_them_stops_with_a_checkpoint(photos, tmp_path):
+    args = [
+        *overrides(photos, tmp_path, 8),
+        "callbacks.fault_tolerance.max_nonfinite=2",
+        "+callbacks.nan._target_=test_resume.NanAt",
+        "+callbacks.nan.batches=[1,3,4]",  # one lone NaN (skipped, training goes on), then two in a row
+    ]
+    with pytest.raises(NonFiniteLossError) as info:
+        run(args, tmp_path, "nan")
+    nan = NanAt.last
+    message = str(info.value)
+    assert "2 non-finite losses in a row" in message and "model.optimizer.lr" in message
+    assert "callbacks.fault_tolerance.max_nonfinite" in message and "\n" not in message
+    assert nan.calls == 5  # stopped right after the second NaN in a row
+    # a skipped batch changes nothing: not the weights, not the BatchNorm statistics
+    for skipped in (1, 3, 4):
+        assert torch.equal(nan.params[skipped], nan.params[skipped - 1]), skipped
+        assert torch.equal(nan.buffers[skipped], nan.buffers[skipped - 1]), skipped
+    assert not torch.equal(nan.params[2], nan.params[1])  # a finite batch after a NaN one trains again
+    assert all(torch.isfinite(p).all() for p in nan.params)
+    checkpoint = load_checkpoint(tmp_path / "train" / "runs" / "nan" / "checkpoints" / "last.ckpt")
+    assert torch.equal(checkpoint["state_dict"]["net.model1.0.weight"], nan.params[-1])
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def test_max_nonfinite_must_be_a_positive_integer():
+    from colorization.data import ConfigError
+
+    with pytest.raises(ConfigError, match=r"callbacks\.fault_tolerance\.max_nonfinite=0"):
+        FaultTolerance(max_nonfinite=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_from_outside_stops_the_cli_cleanly_with_a_checkpoint(photos, tmp_path, signum):
+    """The real command, signalled by another process while it trains, then resumed with ckpt_path=last."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    args = [arg for arg in overrides(photos, tmp_path, 10_000) if not arg.startswith("paths.log_dir")]
+    env["COLORIZATION_LOG_DIR"] = str(tmp_path)
+    command = [sys.executable, "-m", "colorization.train", *args, "trainer.log_every_n_steps=1"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(tmp_path.glob("train/runs/*/csv/metrics.csv")):
+        time.sleep(1)  # the CSV logger writes after the first logged steps
+    process.send_signal(signum)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    (checkpoint,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+    step = load_checkpoint(checkpoint)["global_step"]
+    assert step >= 1 and "resume: ckpt_path=last" in output
+
+    resume = [sys.executable, "-m", "colorization.train", *args, "ckpt_path=last", f"trainer.max_steps={step + 1}"]
+    done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {checkpoint}" in done.stdout + done.stderr
