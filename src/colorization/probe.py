@@ -7,23 +7,19 @@ network randomly initialized (the floor that shows what colorization pre-trainin
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import pickle
-import typing
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.base import ContainerMetadata, Metadata
-from omegaconf.nodes import AnyNode
+from omegaconf import DictConfig, OmegaConf
 
 from colorization.data import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
-from colorization.models.module import ColorizationModule, build_network
+from colorization.models.module import build_network
+from colorization.models.pretrained import load_checkpoint
 from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
 from colorization.utils import config_dir, one_line_errors, register_resolvers
 
@@ -31,9 +27,6 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 BASELINES = ("random",)
-# what the omegaconf containers in a training checkpoint's hyperparameters unpickle into
-CHECKPOINT_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any]
-CHECKPOINT_GLOBALS += [dict, list, int, collections.defaultdict]
 CHECKPOINT = "checkpoint"  # the name of the probed checkpoint's backbone in metrics and reports
 
 
@@ -75,12 +68,7 @@ def validate(cfg: DictConfig) -> None:
 
 def load_backbone(ckpt_path: str) -> tuple[torch.nn.Module, dict]:
     """The colorization network of a training checkpoint, and the checkpoint's hyperparameters."""
-    try:
-        # weights-only loading (no arbitrary code), allowing the omegaconf containers train.py's hparams hold
-        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-            module = ColorizationModule.load_from_checkpoint(Path(ckpt_path).expanduser(), map_location="cpu")
-    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as err:
-        raise ConfigError(f"ckpt_path={ckpt_path}: not a colorization.train checkpoint ({err})") from err
+    module = load_checkpoint(ckpt_path)
     net = module.net
     if not hasattr(net, "features"):
         raise ConfigError(

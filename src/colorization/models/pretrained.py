@@ -9,20 +9,16 @@ found, and decode with our annealed mean. Their port decodes with a plain softma
 
 from __future__ import annotations
 
-import collections
 import logging
-import typing
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, ListConfig
-from omegaconf.base import ContainerMetadata, Metadata
-from omegaconf.nodes import AnyNode
 
 from colorization.color import ab_bins
 from colorization.color.bins import GRID_STEP
 from colorization.color.reference import ReferenceError
 from colorization.data import ConfigError
+from colorization.data.safety import load_checkpoint as safe_load
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.module import ColorizationModule
 
@@ -30,18 +26,21 @@ log = logging.getLogger(__name__)
 
 AUTHORS_HEAD = "model_out.weight"
 AUTHORS_NUM_BINS = 313
-# what Hydra-built hyperparameters pickle as: plain containers, nothing that runs code when loaded
-_CHECKPOINT_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list, int]
-_CHECKPOINT_GLOBALS.append(collections.defaultdict)
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
-    """A ColorizationModule from one of our Lightning checkpoints (bins and prior included), on the CPU."""
+    """A ColorizationModule from one of our Lightning checkpoints (bins and prior included), on the CPU.
+
+    Tensors and plain containers only (weights_only=True): a file that would run code is refused in one line.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{key}={path}: no such file")
-    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
-        return ColorizationModule.load_from_checkpoint(p, map_location="cpu", weights_only=True)
+    safe_load(p, key, mmap=True)
+    try:
+        return ColorizationModule.load_from_checkpoint(p, map_location="cpu")
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise ConfigError(f"{key}={path}: not a colorization.train checkpoint ({err})") from err
 
 
 def _check_authors_state_dict(state: dict, key: str) -> None:
