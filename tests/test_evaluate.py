@@ -316,7 +316,7 @@ def test_mismatched_weight_files_are_refused(tmp_path, trained_checkpoint, no_re
     torch.save(load_checkpoint(trained_checkpoint).net.state_dict(), tmp_path / "ours.pth")
     with pytest.raises(ConfigError, match=r"missing: model_out.weight.*wrong shape: model8.6"):
         load_authors_weights(tmp_path / "ours.pth", download=False)
-    with pytest.raises(ConfigError, match="not a PyTorch state dict"):
+    with pytest.raises(ConfigError, match="not a state dict of tensors"):
         load_authors_weights(trained_checkpoint, download=False)
 
 

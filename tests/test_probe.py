@@ -301,7 +301,7 @@ def test_checkpoint_errors(tmp_path):
 
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="not a colorization.train checkpoint"):
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
         load_backbone(str(not_a_checkpoint))
     eccv16 = ColorizationModule(arch="eccv16", bins=torch.zeros(5, 2))
     trainer = L.Trainer(logger=False, accelerator="cpu", enable_checkpointing=False)

@@ -96,10 +96,7 @@ def load_authors_weights(
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{key}={path}: no such file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which key pointed at it
-        raise ConfigError(f"{key}={path}: not a PyTorch state dict ({type(err).__name__}: {err})") from err
+    state = safe_load(p, key)  # tensors and plain containers only; one line naming the key otherwise
     _check_authors_state_dict(state, f"{key}={path}")
     bins = authors_bins(state.pop(AUTHORS_HEAD), f"{key}={path}", download)
     if prior is not None and len(prior) != len(bins):
