@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 from torchvision.transforms import v2
 
 
@@ -111,41 +111,54 @@ class FixedCrops(Dataset):
 class HFImages(Dataset):
     """A map-style Hugging Face dataset with an image column (PIL images or paths)."""
 
-    def __init__(self, dataset, transform, image_column: str = "image", label_column: str | None = None):
+    def __init__(
+        self, dataset, transform, image_column: str = "image", label_column: str | None = None, encoded: bool = False
+    ):
         self.dataset, self.transform = dataset, transform
-        self.image_column, self.label_column = image_column, label_column
+        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        return _hf_item(self.dataset[i], self.transform, self.image_column, self.label_column)
+        return _hf_item(self.dataset[i], self.transform, self.image_column, self.label_column, self.encoded)
 
 
 class HFImageStream(IterableDataset):
-    """A streaming Hugging Face dataset; the workers of one loader read disjoint shards."""
+    """A streaming Hugging Face dataset. In loader workers, ``datasets`` gives each worker its own shards;
+    its position (``state_dict``) is what torchdata's StatefulDataLoader saves, so a resumed run goes on with
+    the examples it has not seen. Splitting across ranks happens before (``split_dataset_by_node``)."""
 
-    def __init__(self, dataset, transform, image_column: str = "image", label_column: str | None = None):
+    def __init__(
+        self, dataset, transform, image_column: str = "image", label_column: str | None = None, encoded: bool = False
+    ):
         self.dataset, self.transform = dataset, transform
-        self.image_column, self.label_column = image_column, label_column
+        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
 
     def __iter__(self):
-        info = get_worker_info()
-        stream = self.dataset
-        if info is not None and info.num_workers > 1:
-            from datasets.distributed import split_dataset_by_node
+        for n, example in enumerate(self.dataset):
+            if n == 0:
+                self.dataset.load_state_dict(None)  # a resumed position applies to this pass only, not the next epoch
+            yield _hf_item(example, self.transform, self.image_column, self.label_column, self.encoded)
 
-            stream = split_dataset_by_node(stream, rank=info.id, world_size=info.num_workers)
-        for example in stream:
-            yield _hf_item(example, self.transform, self.image_column, self.label_column)
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)
 
 
-def _hf_item(example: dict, transform, image_column: str, label_column: str | None) -> dict:
+def _hf_item(example: dict, transform, image_column: str, label_column: str | None, encoded: bool = False) -> dict:
     if image_column not in example:
         raise KeyError(f"data.image_column={image_column!r} is not a column; columns: {sorted(example)}")
     image = example[image_column]
-    image = load_image(image) if isinstance(image, str | Path) else to_rgb_tensor(image)
-    item = {"image": transform(image)}
+    if encoded:  # data.gpu_decode: the bytes travel, decoding and cropping happen on the device
+        from colorization.data.decode import encoded_image
+
+        item = {"data": encoded_image(image)}
+    else:
+        image = load_image(image) if isinstance(image, str | Path) else to_rgb_tensor(image)
+        item = {"image": transform(image)}
     if label_column is not None:
         item["label"] = int(example[label_column])
     return item

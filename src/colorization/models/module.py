@@ -43,6 +43,7 @@ class ColorizationModule(L.LightningModule):
         bins: torch.Tensor | None = None,
         prior: torch.Tensor | None = None,
         num_bins: int | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["bins", "prior"])
@@ -61,6 +62,8 @@ class ColorizationModule(L.LightningModule):
         self.net = build_network(arch, len(bins) if self.criterion.classification else 2)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:  # in place, so parameter names (and checkpoints) stay the same
+            self.net.compile()
         self.encoder = SoftEncoder(bins, k=loss["k"], sigma=loss["sigma"])
         self.register_buffer("prior", prior.float())
         self.register_buffer("class_weights", rebalance_weights(prior, loss["lam"]))
