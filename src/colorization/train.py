@@ -106,6 +106,8 @@ def train(cfg: DictConfig) -> L.Trainer:
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
+    if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
+        raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
     bins = resolve_bins(cfg)
     prior = resolve_prior(cfg, datamodule, bins)
     model = hydra.utils.instantiate(  # plain containers in hparams: checkpoints load with weights_only
