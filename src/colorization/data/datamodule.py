@@ -12,6 +12,7 @@ read through a resumable StreamLoader that gives every rank ``batches_per_epoch`
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -175,8 +176,10 @@ class ColorizationDataModule(L.LightningDataModule):
         )
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool, **stream) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, crops: str | None = None, **stream) -> DataLoader:
+        """crops: "train" (random) or "val" (center): which crops data.gpu_decode makes on the device."""
         hp = self.hparams
+        crops = crops or ("train" if train else "val")
         workers = hp.num_workers
         streaming = isinstance(dataset, torch.utils.data.IterableDataset)
         options = dict(
@@ -186,7 +189,9 @@ class ColorizationDataModule(L.LightningDataModule):
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
-            collate_fn=collate_encoded if hp.gpu_decode and hp.source != "samples" else None,
+            collate_fn=functools.partial(collate_encoded, crops=crops)
+            if hp.gpu_decode and hp.source != "samples"
+            else None,
         )
         if streaming:
             return StreamLoader(dataset, **options, **stream)
@@ -214,13 +219,12 @@ class ColorizationDataModule(L.LightningDataModule):
     # ---- on the way to the device ------------------------------------------------------------
     def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
         trainer = self.trainer
-        training = trainer is None or trainer.training  # no trainer: prior estimation, from training crops
         stream = getattr(self, "_train_stream", None)
-        if trainer is not None and training and stream is not None:
+        if trainer is not None and trainer.training and stream is not None:
             stream.took_batch()  # the stream's saved position follows the batches actually trained on
         if isinstance(batch, dict) and "data" in batch:  # data.gpu_decode
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            transform = self.device_transforms["train" if training else "val"]
+            transform = self.device_transforms[batch.pop("crops")]
             images, kept = decode_batch(batch.pop("data"), device, transform)
             batch = {key: value[kept] for key, value in batch.items()}
             batch["image"] = images
@@ -228,7 +232,7 @@ class ColorizationDataModule(L.LightningDataModule):
 
     def ab_batches(self, max_batches: int = 50):
         """Training crops as uint8 batches, for estimating the prior (a fixed number of batches)."""
-        loader = self._loader(self.train_set, self.hparams.batch_size, train=False)
+        loader = self._loader(self.train_set, self.hparams.batch_size, train=False, crops="train")
         for i, batch in enumerate(loader):
             if i >= max_batches:
                 break

@@ -52,11 +52,13 @@ class EncodedFiles(Dataset):
         return item
 
 
-def collate_encoded(items: list[dict]) -> dict:
-    """Variable-length payloads stay a list; every other key is collated as usual."""
+def collate_encoded(items: list[dict], crops: str = "train") -> dict:
+    """Variable-length payloads stay a list; every other key is collated as usual. ``crops`` ("train": random
+    crop and flip, "val": center crop) tells the device side which transform to apply."""
     rest = [{k: v for k, v in item.items() if k != "data"} for item in items]
     batch = dict(default_collate(rest)) if rest[0] else {}
     batch["data"] = [item["data"] for item in items]
+    batch["crops"] = crops
     return batch
 
 
