@@ -9,7 +9,16 @@ import lightning as L
 import torch
 from torch import nn
 
-from colorization.color import SoftEncoder, annealed_mean, gray_mask, rebalance_weights, rgb_to_lab, rgb_to_lightness
+from colorization.color import (
+    SoftEncoder,
+    annealed_mean,
+    gray_mask,
+    rebalance_weights,
+    rgb_to_lab,
+    rgb_to_lightness,
+    uint8_to_lab,
+    uint8_to_lightness,
+)
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
 
@@ -25,9 +34,13 @@ def build_network(arch: str, out_channels: int) -> nn.Module:
 
 
 def lab_inputs(images: torch.Tensor, stride: int = TARGET_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors)."""
-    rgb = images.float() / 255
-    return rgb_to_lightness(rgb), rgb_to_lab(rgb[..., ::stride, ::stride])[:, 1:]
+    """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors).
+
+    Only the picked pixels are converted to float for ab; L comes from a lookup table for uint8 input."""
+    picked = images[..., ::stride, ::stride]
+    if images.dtype != torch.uint8:
+        return rgb_to_lightness(images.float() / 255), rgb_to_lab(picked.float() / 255)[:, 1:]
+    return uint8_to_lightness(images), uint8_to_lab(picked)[:, 1:]
 
 
 class ColorizationModule(L.LightningModule):
@@ -81,7 +94,7 @@ class ColorizationModule(L.LightningModule):
             out["label"] = batch["label"]
         if self.criterion.classification:
             out["idx"], out["wts"] = self.encoder(ab)
-            out["pixel_weight"] = self.class_weights[out["idx"][:, 0]]
+            out["pixel_weight"] = self.class_weights.take(out["idx"][:, 0])  # take: fast gather on a CPU too
         return out
 
     # ---- forward and decoding -----------------------------------------------------------------
