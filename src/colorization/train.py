@@ -6,13 +6,14 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from colorization.color import ab_bins, estimate_prior, load_reference
 from colorization.data import ConfigError
@@ -116,6 +117,20 @@ def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tens
     return prior
 
 
+def relaunch_as_this_job() -> None:
+    """Lightning starts DDP ranks > 0 by rerunning sys.argv plus hydra.run.dir=<hydra.run.dir>. In a
+    multirun that would rerun the whole sweep, elsewhere: point both at this one job and its directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 def train(cfg: DictConfig) -> L.Trainer:
     """Build everything from the config and fit; returns the trainer (metrics, model, checkpoints)."""
     validate(cfg)
@@ -124,6 +139,11 @@ def train(cfg: DictConfig) -> L.Trainer:
         load_checkpoint(ckpt_path, "ckpt_path", mmap=True)  # refuse a file that would run code, before any work
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
+    if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
+        raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
     bins = resolve_bins(cfg)
     L.seed_everything(cfg.seed, workers=True)
     prior = resolve_prior(cfg, datamodule, bins)
@@ -134,8 +154,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     model = hydra.utils.instantiate(
         cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
     )
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    relaunch_as_this_job()
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:

@@ -23,8 +23,20 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from colorization.color.reference import ReferenceError
 from colorization.data.sources import ConfigError
 
-# One id per process: every run directory is unique, even for runs started in the same second.
-RUN_ID = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{uuid.uuid4().hex[:6]}"
+
+def _run_id() -> str:
+    """Unique per run, even for runs started in the same second; the same in every process of a job that
+    torchrun or SLURM srun started (each process composes its own config: they must agree on one run dir)."""
+    if os.environ.get("COLORIZATION_RUN_ID"):
+        return os.environ["COLORIZATION_RUN_ID"]
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{uuid.uuid4().hex[:6]}"
+
+
+RUN_ID = _run_id()
 
 
 def config_dir() -> str:

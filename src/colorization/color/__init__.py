@@ -3,7 +3,7 @@
 from colorization.color.bins import ab_bins
 from colorization.color.decode import annealed_mean, lightness_and_ab_to_rgb
 from colorization.color.encode import SoftEncoder, gray_mask, nearest_bins, soft_encode, soft_encode_sparse
-from colorization.color.lab import lab_to_rgb, rgb_to_lab, rgb_to_lightness, uint8_to_lab
+from colorization.color.lab import lab_to_rgb, rgb_to_lab, rgb_to_lightness, uint8_to_lab, uint8_to_lightness
 from colorization.color.prior import bin_counts, estimate_prior, rebalance_weights, smooth_prior
 from colorization.color.reference import load_reference, reference_path
 
@@ -26,4 +26,5 @@ __all__ = [
     "soft_encode_sparse",
     "SoftEncoder",
     "uint8_to_lab",
+    "uint8_to_lightness",
 ]

@@ -49,8 +49,11 @@ def _float_rgb(rgb: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], shape (..., 3, H, W) -> Lab, as ``skimage.color.rgb2lab`` (D65, 2 deg)."""
-    rgb = _float_rgb(rgb)
-    xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, rgb), srgb_to_linear(rgb)) / _white(rgb)
+    return _linear_to_lab(srgb_to_linear(_float_rgb(rgb)))
+
+
+def _linear_to_lab(lin: torch.Tensor) -> torch.Tensor:
+    xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, lin), lin) / _white(lin)
     f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * xyz + 16 / 116)
     fx, fy, fz = f.unbind(-3)
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
@@ -61,6 +64,28 @@ def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
     rgb = _float_rgb(rgb)
     y = _apply_matrix(_matrix(_XYZ_FROM_RGB[1:2], rgb), srgb_to_linear(rgb))  # white Y is 1
     return 116 * torch.where(y > _EPSILON, y.clamp(min=_EPSILON) ** (1 / 3), _KAPPA * y + 16 / 116) - 16
+
+
+def _uint8_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sRGB linearization of the 256 levels (256,), and times each channel's weight in Y (3 * 256,)."""
+    linear = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=device) / 255)
+    weights = torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64, device=device)
+    return linear.float(), (weights[:, None] * linear).float().reshape(-1)
+
+
+def uint8_to_lightness(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (..., 3, H, W) -> L (..., 1, H, W), equal to ``rgb_to_lightness(images / 255)``.
+
+    The sRGB linearization of the 256 levels, times each channel's weight in Y, is a 768-entry table
+    (made in float64), so per pixel only a lookup, a sum and Y's cube root remain: the full-resolution
+    input is the largest per-pixel cost of the training data path.
+    """
+    table = _uint8_tables(images.device)[1]
+    offsets = torch.tensor([0, 256, 512], dtype=torch.int32, device=images.device).view(3, 1, 1)
+    index = (images.to(torch.int32) + offsets).reshape(-1)
+    y = table.index_select(0, index).view(images.shape).sum(-3, keepdim=True)
+    cube_root = y.clamp(min=_EPSILON).log().mul_(1 / 3).exp_()  # on a CPU twice as fast as pow(1 / 3)
+    return 116 * torch.where(y > _EPSILON, cube_root, _KAPPA * y + 16 / 116) - 16
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -75,5 +100,8 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 
 def uint8_to_lab(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (B, 3, H, W) as it comes from the loader -> float32 Lab on the same device."""
-    return rgb_to_lab(images.float() / 255.0)
+    """uint8 RGB (B, 3, H, W) as it comes from the loader -> float32 Lab on the same device.
+
+    As ``rgb_to_lab(images / 255)``, with the sRGB linearization of the 256 levels looked up in a table."""
+    table = _uint8_tables(images.device)[0]
+    return _linear_to_lab(table.index_select(0, images.to(torch.int32).reshape(-1)).view(images.shape))

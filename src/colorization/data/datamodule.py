@@ -2,11 +2,18 @@
 
 Lab conversion, the 1/4-resolution ab targets, soft encoding, rebalancing weights and the gray mask
 are computed on the device by the LightningModule (``on_after_batch_transfer``), which owns the bins
-and the prior; the data side only ever ships uint8.
+and the prior; the data side only ever ships uint8 (or, with ``gpu_decode``, the JPEG bytes, decoded
+and cropped on the device in ``on_before_batch_transfer``).
+
+Several processes (DDP): ``batch_size`` is the global batch, split evenly over the ranks. Map-style
+sources get Lightning's DistributedSampler; streams are split by rank (``split_dataset_by_node``) and
+read through a resumable StreamLoader that gives every rank ``batches_per_epoch`` batches.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +33,11 @@ from colorization.data.datasets import (
     train_transform,
     val_transform,
 )
+from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch
+from colorization.data.loaders import StreamLoader, per_rank_batch
 from colorization.data.sources import ConfigError, class_of, folder_split, sample_split
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("samples", "folder", "hf")
 
@@ -64,6 +75,9 @@ class ColorizationDataModule(L.LightningDataModule):
         label_column: str | None = None,
         # crops must be a multiple of this: 8 for the colorization networks; linear probes take 227 (1)
         crop_multiple: int = 8,
+        # speed and scale
+        gpu_decode: bool = False,
+        batches_per_epoch: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -89,6 +103,24 @@ class ColorizationDataModule(L.LightningDataModule):
             self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable)
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
+        if hp.batches_per_epoch is not None and hp.batches_per_epoch < 1:
+            raise ConfigError(f"data.batches_per_epoch={hp.batches_per_epoch} must be >= 1 (or null)")
+
+    def check_world_size(self, world_size: int) -> None:
+        """Before any process starts: the global batches split evenly, and a stream knows its epoch length."""
+        hp = self.hparams
+        per_rank_batch(hp.batch_size, world_size)
+        if hp.val_batch_size:
+            per_rank_batch(hp.val_batch_size, world_size, "data.val_batch_size")
+        if world_size > 1 and hp.source == "hf" and hp.streaming and hp.batches_per_epoch is None:
+            raise ConfigError(
+                "data.batches_per_epoch is not set: a stream read by several processes needs the same number "
+                "of batches on every rank (e.g. examples per epoch // data.batch_size)"
+            )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     # ---- datasets ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -97,6 +129,9 @@ class ColorizationDataModule(L.LightningDataModule):
         hp = self.hparams
         train_tf = train_transform(hp.crop_size, hp.resize)
         val_tf = val_transform(hp.crop_size, hp.resize)
+        self.device_transforms = {"train": train_tf, "val": val_tf}  # data.gpu_decode: applied on the device
+        if hp.gpu_decode and hp.source == "samples":
+            log.info("data.gpu_decode: the sample photos are decoded once, in memory; nothing to decode on the device")
         if hp.source == "samples":
             split = sample_split()
             decode = lambda files: [ResizeAtLeast(hp.crop_size, hp.resize)(load_image(f)) for f in files]  # noqa: E731
@@ -111,8 +146,12 @@ class ColorizationDataModule(L.LightningDataModule):
                 train_labels = [index[class_of(f, root)] for f in split.train]
                 val_labels = [index.get(class_of(f, val_root), -1) for f in split.val]
             self.classes = split.classes
-            self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
-            self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
+            if hp.gpu_decode:
+                self.train_set = EncodedFiles(split.train, train_labels)
+                self.val_set = EncodedFiles(split.val, val_labels)
+            else:
+                self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
+                self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
         else:
             self.train_set, self.val_set = self._hf_sets(train_tf, val_tf)
 
@@ -120,13 +159,19 @@ class ColorizationDataModule(L.LightningDataModule):
         import datasets
 
         hp = self.hparams
-        load = lambda split: datasets.load_dataset(  # noqa: E731
-            hp.path, hp.name, data_dir=hp.data_dir, split=split, streaming=hp.streaming
-        )
+
+        def load(split):
+            dataset = datasets.load_dataset(hp.path, hp.name, data_dir=hp.data_dir, split=split, streaming=hp.streaming)
+            if hp.gpu_decode and hp.image_column in (dataset.features or {}):  # ship the encoded bytes
+                dataset = dataset.cast_column(hp.image_column, datasets.Image(decode=False))
+            return dataset
+
         train = load(hp.split)
         if hp.val_split:
             val = load(hp.val_split)
         elif hp.streaming:
+            # exact for image folders (one example per shard); with multi-example shards split over workers or
+            # ranks, datasets spreads the skip over the shards: prefer data.val_split there
             train, val = train.skip(hp.val_size), train.take(hp.val_size)
         else:
             if len(train) <= hp.val_size:
@@ -134,36 +179,69 @@ class ColorizationDataModule(L.LightningDataModule):
             train, val = train.select(range(hp.val_size, len(train))), train.select(range(hp.val_size))
         wrap = HFImageStream if hp.streaming else HFImages
         return (
-            wrap(train, train_tf, hp.image_column, hp.label_column, hp.on_error),
-            wrap(val, val_tf, hp.image_column, hp.label_column, hp.on_error),
+            wrap(train, train_tf, hp.image_column, hp.label_column, hp.on_error, hp.gpu_decode),
+            wrap(val, val_tf, hp.image_column, hp.label_column, hp.on_error, hp.gpu_decode),
         )
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, crops: str | None = None, **stream) -> DataLoader:
+        """crops: "train" (random) or "val" (center): which crops data.gpu_decode makes on the device."""
         hp = self.hparams
+        crops = crops or ("train" if train else "val")
         workers = hp.num_workers
         streaming = isinstance(dataset, torch.utils.data.IterableDataset)
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=batch_size,
-            shuffle=train and not streaming,
             drop_last=train,
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
+            collate_fn=functools.partial(collate_encoded, crops=crops)
+            if hp.gpu_decode and hp.source != "samples"
+            else None,
         )
+        if streaming:
+            return StreamLoader(dataset, **options, **stream)
+        return DataLoader(dataset, shuffle=train, **options)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, train=True)
+        rank, world = self._rank_world()
+        batch_size = per_rank_batch(self.hparams.batch_size, world)
+        if not isinstance(self.train_set, HFImageStream):
+            return self._loader(self.train_set, batch_size, train=True)
+        stream = self.train_set
+        if world > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            part = split_dataset_by_node(stream.dataset, rank=rank, world_size=world)
+            stream = HFImageStream(part, stream.transform, stream.image_column, stream.label_column, stream.encoded)
+        self._train_stream = self._loader(stream, batch_size, train=True, batches=self.hparams.batches_per_epoch)
+        return self._train_stream
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.hparams.val_batch_size or self.hparams.batch_size, train=False)
+        batch_size = self.hparams.val_batch_size or self.hparams.batch_size
+        key = "data.val_batch_size" if self.hparams.val_batch_size else "data.batch_size"
+        return self._loader(self.val_set, per_rank_batch(batch_size, self._rank_world()[1], key), train=False)
+
+    # ---- on the way to the device ------------------------------------------------------------
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        trainer = self.trainer
+        stream = getattr(self, "_train_stream", None)
+        if trainer is not None and trainer.training and stream is not None:
+            stream.took_batch()  # the stream's saved position follows the batches actually trained on
+        if isinstance(batch, dict) and "data" in batch:  # data.gpu_decode
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            transform = self.device_transforms[batch.pop("crops")]
+            images, kept = decode_batch(batch.pop("data"), device, transform)
+            batch = {key: value[kept] for key, value in batch.items()}
+            batch["image"] = images
+        return batch
 
     def ab_batches(self, max_batches: int = 50):
         """Training crops as uint8 batches, for estimating the prior (a fixed number of batches)."""
-        loader = self._loader(self.train_set, self.hparams.batch_size, train=False)
+        loader = self._loader(self.train_set, self.hparams.batch_size, train=False, crops="train")
         for i, batch in enumerate(loader):
             if i >= max_batches:
                 break
-            yield batch["image"]
+            yield self.on_before_batch_transfer(batch)["image"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 from torchvision.transforms import v2
 
 log = logging.getLogger(__name__)
@@ -213,20 +213,26 @@ class HFImages(SkipBadImages):
         image_column: str = "image",
         label_column: str | None = None,
         on_error: str = "skip",
+        encoded: bool = False,
     ):
         self.dataset, self.transform = undecoded(dataset, image_column), transform
         self.image_column, self.label_column = image_column, label_column
         self.on_error = check_on_error(on_error)
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def load(self, i: int) -> dict:
-        return _hf_item(self.dataset[i], self.transform, self.image_column, self.label_column, f"example {i}")
+        return _hf_item(
+            self.dataset[i], self.transform, self.image_column, self.label_column, f"example {i}", self.encoded
+        )
 
 
 class HFImageStream(IterableDataset):
-    """A streaming Hugging Face dataset; the workers of one loader read disjoint shards.
+    """A streaming Hugging Face dataset. In loader workers, ``datasets`` gives each worker its own shards;
+    its position (``state_dict``) is what torchdata's StatefulDataLoader saves, so a resumed run goes on with
+    the examples it has not seen. Splitting across ranks happens before (``split_dataset_by_node``).
 
     Transient read errors are retried (resuming the stream where it stopped); bad images are skipped and
     named in the next item's SKIPPED (or raised, with on_error="raise").
@@ -239,25 +245,24 @@ class HFImageStream(IterableDataset):
         image_column: str = "image",
         label_column: str | None = None,
         on_error: str = "skip",
+        encoded: bool = False,
         retries: int = 3,
         retry_wait: float = 1.0,
     ):
         self.dataset, self.transform = undecoded(dataset, image_column), transform
-        self.image_column, self.label_column = image_column, label_column
+        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
         self.on_error = check_on_error(on_error)
         self.retries, self.retry_wait = retries, retry_wait
 
     def __iter__(self):
-        info = get_worker_info()
-        stream = self.dataset
-        if info is not None and info.num_workers > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            stream = split_dataset_by_node(stream, rank=info.id, world_size=info.num_workers)
         skipped = []
-        for n, example in enumerate(retry_transient(stream, self.retries, self.retry_wait)):
+        for n, example in enumerate(retry_transient(self.dataset, self.retries, self.retry_wait)):
+            if n == 0:
+                self.dataset.load_state_dict(None)  # a resumed position applies to this pass only, not the next epoch
             try:
-                item = _hf_item(example, self.transform, self.image_column, self.label_column, f"example {n}")
+                item = _hf_item(
+                    example, self.transform, self.image_column, self.label_column, f"example {n}", self.encoded
+                )
             except BadImageError as err:
                 if self.on_error == "raise":
                     raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
@@ -266,6 +271,12 @@ class HFImageStream(IterableDataset):
                 continue
             item[SKIPPED], skipped = SKIPPED_SEP.join(skipped), []
             yield item
+
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)
 
 
 def retry_transient(stream, retries: int = 3, wait: float = 1.0):
@@ -321,10 +332,17 @@ def _decode(value, name: str) -> torch.Tensor:
     raise BadImageError(f"{name}: not an image ({type(value).__name__})", name)
 
 
-def _hf_item(example: dict, transform, image_column: str, label_column: str | None, name: str = "example") -> dict:
+def _hf_item(
+    example: dict, transform, image_column: str, label_column: str | None, name: str = "example", encoded: bool = False
+) -> dict:
     if image_column not in example:
         raise KeyError(f"data.image_column={image_column!r} is not a column; columns: {sorted(example)}")
-    item = {"image": transform(_decode(example[image_column], name))}
+    if encoded:  # data.gpu_decode: the bytes travel, decoding and cropping happen on the device
+        from colorization.data.decode import encoded_image
+
+        item = {"data": encoded_image(example[image_column])}
+    else:
+        item = {"image": transform(_decode(example[image_column], name))}
     if label_column is not None:
         item["label"] = int(example[label_column])
     return item

@@ -9,7 +9,16 @@ import lightning as L
 import torch
 from torch import nn
 
-from colorization.color import SoftEncoder, annealed_mean, gray_mask, rebalance_weights, rgb_to_lab, rgb_to_lightness
+from colorization.color import (
+    SoftEncoder,
+    annealed_mean,
+    gray_mask,
+    rebalance_weights,
+    rgb_to_lab,
+    rgb_to_lightness,
+    uint8_to_lab,
+    uint8_to_lightness,
+)
 from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
@@ -26,9 +35,13 @@ def build_network(arch: str, out_channels: int) -> nn.Module:
 
 
 def lab_inputs(images: torch.Tensor, stride: int = TARGET_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors)."""
-    rgb = images.float() / 255
-    return rgb_to_lightness(rgb), rgb_to_lab(rgb[..., ::stride, ::stride])[:, 1:]
+    """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors).
+
+    Only the picked pixels are converted to float for ab; L comes from a lookup table for uint8 input."""
+    picked = images[..., ::stride, ::stride]
+    if images.dtype != torch.uint8:
+        return rgb_to_lightness(images.float() / 255), rgb_to_lab(picked.float() / 255)[:, 1:]
+    return uint8_to_lightness(images), uint8_to_lab(picked)[:, 1:]
 
 
 class ColorizationModule(L.LightningModule):
@@ -44,6 +57,7 @@ class ColorizationModule(L.LightningModule):
         bins: torch.Tensor | None = None,
         prior: torch.Tensor | None = None,
         num_bins: int | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["bins", "prior"])
@@ -62,6 +76,8 @@ class ColorizationModule(L.LightningModule):
         self.net = build_network(arch, len(bins) if self.criterion.classification else 2)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:  # in place, so parameter names (and checkpoints) stay the same
+            self.net.compile()
         self.encoder = SoftEncoder(bins, k=loss["k"], sigma=loss["sigma"])
         self.register_buffer("prior", prior.float())
         self.register_buffer("class_weights", rebalance_weights(prior, loss["lam"]))
@@ -86,7 +102,7 @@ class ColorizationModule(L.LightningModule):
                 out[key] = batch[key]
         if self.criterion.classification:
             out["idx"], out["wts"] = self.encoder(ab)
-            out["pixel_weight"] = self.class_weights[out["idx"][:, 0]]
+            out["pixel_weight"] = self.class_weights.take(out["idx"][:, 0])  # take: fast gather on a CPU too
         return out
 
     # ---- forward and decoding -----------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""JPEG decoding on the device (``data.gpu_decode=true``): loader workers ship the encoded bytes, and the
+DataModule decodes a whole batch at once (nvJPEG on a GPU, libjpeg on the CPU), then crops and flips there.
+
+A worker only reads each file's header: a baseline RGB or gray JPEG without EXIF rotation travels as its
+bytes (uint8, 1-D); anything else (PNG, CMYK or EXIF-rotated JPEG, ...) is decoded in the worker, exactly
+as without this option, and travels as a uint8 (3, H, W) image. Batches are dicts whose "data" is a list.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from colorization.data.datasets import to_rgb_tensor
+
+log = logging.getLogger(__name__)
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def encoded_image(source: bytes | str | Path | dict) -> torch.Tensor:
+    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> bytes or decoded image."""
+    if isinstance(source, dict):
+        source = source.get("bytes") or source["path"]
+    raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+    with Image.open(io.BytesIO(raw)) as image:  # reads the header only
+        if image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+            return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        return to_rgb_tensor(image)
+
+
+class EncodedFiles(Dataset):
+    """Image files -> {"data": bytes or decoded image} (and "label"), for ``decode_batch`` on the device."""
+
+    def __init__(self, files: list[Path], labels: list[int] | None = None):
+        self.files, self.labels = list(files), labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"data": encoded_image(self.files[i])}
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        return item
+
+
+def collate_encoded(items: list[dict], crops: str = "train") -> dict:
+    """Variable-length payloads stay a list; every other key is collated as usual. ``crops`` ("train": random
+    crop and flip, "val": center crop) tells the device side which transform to apply."""
+    rest = [{k: v for k, v in item.items() if k != "data"} for item in items]
+    batch = dict(default_collate(rest)) if rest[0] else {}
+    batch["data"] = [item["data"] for item in items]
+    batch["crops"] = crops
+    return batch
+
+
+def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    with warnings.catch_warnings():  # torchvision marks its decoders deprecated in favour of TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_batch(data: list[torch.Tensor], device: torch.device | str, transform) -> tuple[torch.Tensor, list[int]]:
+    """Payloads from ``encoded_image`` -> uint8 (B, 3, crop, crop) on ``device`` and the indices kept: one
+    batched JPEG decode, then ``transform`` (resize, random crop, flip) per image on the device. An image
+    that does not decode is dropped and logged (the batch gets smaller), never replaced by garbage."""
+    device = torch.device(device)
+    images: list[torch.Tensor | None] = list(data)
+    jpegs = [i for i, d in enumerate(data) if d.ndim == 1]
+    if jpegs:
+        try:
+            decoded = _decode_jpegs([data[i] for i in jpegs], device)
+        except RuntimeError:  # a corrupt file fails the whole batch: decode one by one to find it
+            decoded = []
+            for i in jpegs:
+                try:
+                    decoded.append(_decode_jpegs([data[i]], device)[0])
+                except RuntimeError as err:
+                    log.warning("data.gpu_decode: skipped an image that does not decode (%s)", err)
+                    decoded.append(None)
+        for i, image in zip(jpegs, decoded, strict=True):
+            images[i] = image
+    kept = [i for i, image in enumerate(images) if image is not None]
+    if not kept:
+        raise RuntimeError("data.gpu_decode: no image of the batch could be decoded")
+    return torch.stack([transform(images[i].to(device, non_blocking=True)) for i in kept]), kept

@@ -1,0 +1,106 @@
+"""data.gpu_decode: workers ship JPEG bytes, the batch is decoded and cropped on the device. On a CPU the
+same path runs with libjpeg, so it is checked here against the PIL path of the loader workers; the CUDA
+(nvJPEG) comparison runs where a GPU is present."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage
+import torch
+from PIL import Image
+
+from colorization.data import ColorizationDataModule
+from colorization.data.datasets import ImageFiles, load_image, val_transform
+from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch, encoded_image
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Real photos as JPEG files (4:2:0, quality 90), two of them in a class folder each."""
+    root = tmp_path_factory.mktemp("jpegs")
+    for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket")):
+        (root / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(getattr(skimage.data, name)()).save(root / f"c{i % 2}" / f"{name}.jpg", quality=90)
+    return root
+
+
+def test_worker_ships_baseline_jpeg_bytes_and_decodes_everything_else(photos, tmp_path):
+    jpeg = photos / "c0" / "astronaut.jpg"
+    payload = encoded_image(jpeg)
+    assert payload.ndim == 1 and bytes(payload.numpy()) == jpeg.read_bytes()
+    rgb = np.asarray(Image.open(jpeg))
+    cases = {}
+    Image.fromarray(rgb).save(cases.setdefault("png", tmp_path / "a.png"))
+    Image.fromarray(rgb).convert("CMYK").save(cases.setdefault("cmyk", tmp_path / "cmyk.jpg"), quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(rgb).save(cases.setdefault("rotated", tmp_path / "rot.jpg"), quality=95, exif=exif)
+    for name, path in cases.items():
+        payload = encoded_image(path)
+        assert payload.ndim == 3, name
+        assert torch.equal(payload, load_image(path)), name  # exactly what a worker does without the option
+    assert encoded_image(cases["rotated"]).shape[1:] == rgb.shape[1::-1]  # rotated: H and W swap
+    hf_cell = {"bytes": jpeg.read_bytes(), "path": None}
+    assert torch.equal(encoded_image(hf_cell), encoded_image(jpeg))
+
+
+def test_batched_decode_matches_the_worker_path(photos):
+    files = sorted(photos.rglob("*.jpg"))
+    transform = val_transform(64, 96)
+    reference = torch.stack([ImageFiles(files, transform)[i]["image"] for i in range(len(files))])
+    batch = collate_encoded([EncodedFiles(files)[i] for i in range(len(files))], crops="val")
+    images, kept = decode_batch(batch["data"], "cpu", transform)
+    assert kept == list(range(len(files))) and images.dtype == torch.uint8 and images.shape == reference.shape
+    diff = (images.int() - reference.int()).abs().float()
+    assert diff.mean() < 1.0 and diff.max() <= 8  # libjpeg in torchvision vs in Pillow: same decoder family
+
+
+def test_a_corrupt_jpeg_is_dropped_with_its_label_and_logged(photos, tmp_path, caplog):
+    good = sorted(photos.rglob("*.jpg"))[:2]
+    raw = good[0].read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(raw[: len(raw) // 3])  # a valid header, then the file ends
+    Image.open(io.BytesIO(broken.read_bytes()))  # the worker's header check passes: it fails on the device
+    dataset = EncodedFiles([good[0], broken, good[1]], labels=[0, 1, 2])
+    batch = collate_encoded([dataset[i] for i in range(3)], crops="val")
+    dm = ColorizationDataModule(source="folder", root=str(photos), crop_size=32, resize=48, gpu_decode=True)
+    dm.setup("fit")
+    with caplog.at_level(logging.WARNING):
+        out = dm.on_before_batch_transfer(batch)
+    assert out["image"].shape == (2, 3, 32, 32) and out["label"].tolist() == [0, 2]
+    assert "skipped an image that does not decode" in caplog.text
+
+
+@pytest.mark.parametrize("source", ["folder", "hf"])
+def test_datamodule_with_gpu_decode_gives_the_same_batches_as_without(photos, source):
+    kwargs = dict(crop_size=64, resize=96, batch_size=2, num_workers=0, labels=True, val_size=2)
+    if source == "folder":
+        kwargs.update(source="folder", root=str(photos))
+    else:
+        kwargs.update(source="hf", path="imagefolder", data_dir=str(photos), label_column="label")
+    plain, fast = ColorizationDataModule(**kwargs), ColorizationDataModule(**kwargs, gpu_decode=True)
+    for dm in (plain, fast):
+        dm.setup("fit")
+    a = plain.on_before_batch_transfer(next(iter(plain.val_dataloader())))
+    b = fast.on_before_batch_transfer(next(iter(fast.val_dataloader())))
+    assert torch.equal(a["label"], b["label"])
+    assert (a["image"].int() - b["image"].int()).abs().float().mean() < 1.0
+    train = fast.on_before_batch_transfer(next(iter(fast.train_dataloader())))  # random crops, decoded here
+    assert train["image"].shape == (2, 3, 64, 64) and train["image"].dtype == torch.uint8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nvjpeg_on_the_gpu_matches_the_cpu_decode(photos):
+    files = sorted(photos.rglob("*.jpg"))
+    data = collate_encoded([EncodedFiles(files)[i] for i in range(len(files))])["data"]
+    transform = val_transform(64, 96)
+    cpu, _ = decode_batch(data, "cpu", transform)
+    gpu, _ = decode_batch(data, "cuda", transform)
+    assert gpu.device.type == "cuda"
+    assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 1.5
