@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 
 from colorization.train import main, train
 from colorization.utils import one_line_errors
@@ -118,6 +120,7 @@ def test_invalid_values_give_one_line_naming_the_key_before_any_work(tmp_path, c
 def test_data_folder_with_a_missing_val_root(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photos / "a.png")  # a valid root: only val_root is wrong
     cfg = compose([*FOLDER, "data=folder", f"data.root={photos}", "data.val_root=/no/val"], tmp_path / "run")
     with pytest.raises(SystemExit):
         one_line_errors(train)(cfg)

@@ -215,7 +215,9 @@ class ColorizationDataModule(L.LightningDataModule):
             from datasets.distributed import split_dataset_by_node
 
             part = split_dataset_by_node(stream.dataset, rank=rank, world_size=world)
-            stream = HFImageStream(part, stream.transform, stream.image_column, stream.label_column, stream.encoded)
+            stream = HFImageStream(
+                part, stream.transform, stream.image_column, stream.label_column, stream.on_error, stream.encoded
+            )
         self._train_stream = self._loader(stream, batch_size, train=True, batches=self.hparams.batches_per_epoch)
         return self._train_stream
 
@@ -234,7 +236,8 @@ class ColorizationDataModule(L.LightningDataModule):
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             transform = self.device_transforms[batch.pop("crops")]
             images, kept = decode_batch(batch.pop("data"), device, transform)
-            batch = {key: value[kept] for key, value in batch.items()}
+            # tensors (labels) and lists (the skipped-file names) alike keep the decodable images' entries
+            batch = {k: [v[i] for i in kept] if isinstance(v, list) else v[kept] for k, v in batch.items()}
             batch["image"] = images
         return batch
 
