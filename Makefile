@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow test-all lint format clean
+.PHONY: install train test test-slow test-all lint format clean bench bench-quick
 
 install: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 # The main job: the paper's full method on the bundled sample photos, a few minutes on 2 CPU cores.
 train: install
 	$(PY) -m colorization.train experiment=quickstart $(ARGS)
+
+# Training throughput, the network alone and the 2016-style pipeline in one run (see experiments/benchmarks).
+# On a GPU: the full benchmark (a few minutes); ARGS="bench.memory_batches=[64,128,256,512]" adds the memory table.
+bench: install
+	$(PY) -m colorization.bench $(ARGS)
+
+# About two minutes on 2 CPU cores.
+bench-quick: install
+	$(PY) -m colorization.bench --quick $(ARGS)
 
 # The default test suite (under 15 minutes on 2 CPU cores).
 test: install
