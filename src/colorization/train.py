@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import ab_bins, estimate_prior, load_reference
 from colorization.data import ConfigError
+from colorization.models.init_from import load_body_weights
 from colorization.models.losses import VARIANTS
 from colorization.models.module import lab_inputs
+from colorization.sweeps import job_guard
 from colorization.utils import config_dir, one_line_errors, register_resolvers
 
 log = logging.getLogger(__name__)
@@ -90,9 +92,17 @@ def train(cfg: DictConfig) -> L.Trainer:
     L.seed_everything(cfg.seed, workers=True)
     prior = resolve_prior(cfg, datamodule, bins)
     # _convert_="all": plain containers in the hyperparameters, so checkpoints load with weights_only=True
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    init_from = model_cfg.pop("init_from", None)  # a run option, not a hyperparameter of the module
     model = hydra.utils.instantiate(
-        cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
+        model_cfg, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
     )
+    if init_from:
+        log.info(
+            "model.init_from: %d tensors from %s (all but the head)",
+            len(load_body_weights(model, init_from)),
+            init_from,
+        )
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -109,6 +119,7 @@ def train(cfg: DictConfig) -> L.Trainer:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @one_line_errors
+@job_guard  # multiruns: a failing job is recorded (error.txt, result.json) and the sweep goes on
 def main(cfg: DictConfig) -> float | None:
     trainer = train(cfg)
     metric = trainer.callback_metrics.get(cfg.get("optimized_metric") or "")

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from colorization.color.reference import ReferenceError
 from colorization.data.sources import ConfigError
+from colorization.sweeps import sweep_group, sweep_job_name
 
 # One id per process: every run directory is unique, even for runs started in the same second.
 RUN_ID = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{uuid.uuid4().hex[:6]}"
@@ -39,7 +40,14 @@ def wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
-    for name, fn in {"run_id": lambda: RUN_ID, "wandb_offline": wandb_offline}.items():
+    resolvers = {
+        "run_id": lambda: RUN_ID,
+        "wandb_offline": wandb_offline,
+        "sweep_group": sweep_group,  # W&B group / name of a multirun job (None outside multiruns)
+        "sweep_job_name": sweep_job_name,
+        "negate": lambda value: not value,
+    }
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
