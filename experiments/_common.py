@@ -70,6 +70,8 @@ def find_value(leaves, required: Sequence[set[str]], metric: set[str], exclude: 
     """The first leaf whose path names one of each ``required`` set, whose last key is one of ``metric``,
     and whose path names nothing in ``exclude`` (names compared as ``forms``)."""
     for path, value in leaves:
+        if path and path[-1].lower() in ("value", "mean") and len(path) > 1:
+            path = path[:-1]  # {"auc": {"value": 0.9, "std": ...}}
         if not path:
             continue
         seen = set().union(*(forms(p) for p in path[:-1]))

@@ -151,7 +151,8 @@ def _paper_cell(cell: tuple[float | None, str]) -> str:
     value, source = cell
     if value is None:
         return "–"
-    return f"{value:g}" + ("*" if source == "unverified" else "")
+    text = f"{value:g}" if source == "definition" else f"{value:.1f}"  # as printed in the paper
+    return text + ("*" if source == "unverified" else "")
 
 
 def _measured_cell(values: Mapping[str, float] | None, metric: str, digits: int = 1) -> str:
@@ -200,20 +201,29 @@ def render_table1(
 # ---- the recipe -------------------------------------------------------------------------------------
 SCALES = {
     # the sample photos on a CPU: quickstart's 64 x 64 crops, 60 steps per variant
-    "toy": {"train": ["experiment=quickstart"], "eval": ["trainer.accelerator=cpu"]},
+    "toy": {"train": ["experiment=quickstart"], "eval": []},
     # the authors' released setup (ImageNet: add data.root=... data.val_root=...)
     "full": {"train": ["experiment=authors"], "eval": []},
 }
 
 
-def _checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "last.ckpt"
+# where each variant trains under --out: the sweep's jobs, and the fine-tuning run outside the sweep directory
+RUN_DIRS = {
+    "l2": "train/l2",
+    "unbalanced": "train/unbalanced",
+    "rebalanced": "train/rebalanced",
+    "l2_ft": "finetune/l2_ft",
+}
+
+
+def _checkpoint(out: Path, variant: str) -> Path:
+    return out / RUN_DIRS[variant] / "checkpoints" / "last.ckpt"
 
 
 def train_variants(out: Path, train_args: Sequence[str], ft_from: str) -> list[str]:
     """Train the variants that have no checkpoint yet; returns notes about the ones that failed."""
     notes = []
-    missing = [v for v in ("l2", "unbalanced", "rebalanced") if not _checkpoint(out / "train" / v).is_file()]
+    missing = [v for v in ("l2", "unbalanced", "rebalanced") if not _checkpoint(out, v).is_file()]
     if missing:
         run_entry_point(
             "colorization.train",
@@ -221,15 +231,15 @@ def train_variants(out: Path, train_args: Sequence[str], ft_from: str) -> list[s
              "hydra.sweep.subdir=${loss.name}"],
             out / "logs" / "train.log",
         )  # fmt: skip
-    source = _checkpoint(out / "train" / ft_from)
-    if not _checkpoint(out / "train" / "l2_ft").is_file() and source.is_file():
+    source = _checkpoint(out, ft_from)
+    if not _checkpoint(out, "l2_ft").is_file() and source.is_file():
         run_entry_point(
             "colorization.train",
-            [*train_args, "loss=l2", f"model.init_from={source}", f"hydra.run.dir={out / 'train' / 'l2_ft'}"],
+            [*train_args, "loss=l2", f"model.init_from={source}", f"hydra.run.dir={out / RUN_DIRS['l2_ft']}"],
             out / "logs" / "train_l2_ft.log",
         )
     for variant, row in VARIANT_ROWS.items():
-        if not _checkpoint(out / "train" / variant).is_file():
+        if not _checkpoint(out, variant).is_file():
             notes.append(f"{ROWS[row]}: no checkpoint (training failed or skipped: see {out / 'logs'})")
     return notes
 
@@ -237,7 +247,7 @@ def train_variants(out: Path, train_args: Sequence[str], ft_from: str) -> list[s
 def evaluate_variants(out: Path, eval_args: Sequence[str]) -> dict[str, object]:
     evaluations: dict[str, object] = {}
     for variant in VARIANT_ROWS:
-        ckpt, run_dir = _checkpoint(out / "train" / variant), out / "eval" / variant
+        ckpt, run_dir = _checkpoint(out, variant), out / "eval" / variant
         if not ckpt.is_file():
             continue
         if not (run_dir / "metrics.json").is_file():

@@ -48,7 +48,8 @@ def histogram_image(counts: torch.Tensor, edges: torch.Tensor = AB_EDGES, cell: 
 
 
 class AbHistogram(L.Callback):
-    """Each validation: ab histograms of the prediction (at the model's T) and the truth over ``max_batches``."""
+    """Each validation: ab histograms of the prediction (at the model's T) and the truth over the first
+    ``max_batches`` batches (with DDP: rank 0's batches; the chroma means are averaged over the ranks)."""
 
     def __init__(self, max_batches: int = 4, temperature: float | None = None, cell: int = 8):
         self.max_batches, self.temperature, self.cell = max_batches, temperature, cell
