@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from colorization.color import ab_bins, estimate_prior, load_reference
 from colorization.data import ConfigError
 from colorization.data.safety import load_checkpoint
+from colorization.models.init_from import load_body_weights
 from colorization.models.losses import VARIANTS
 from colorization.models.module import lab_inputs
+from colorization.sweeps import job_guard
 from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
 
 log = logging.getLogger(__name__)
@@ -151,9 +153,14 @@ def train(cfg: DictConfig) -> L.Trainer:
     # network starts from the same weights, so a resumed run and a fresh one agree
     L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    init_from = model_cfg.pop("init_from", None)  # a run option, not a hyperparameter of the module
     model = hydra.utils.instantiate(
-        cfg.model, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
+        model_cfg, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
     )
+    if init_from:
+        tensors = load_body_weights(model, init_from)
+        log.info("model.init_from: %d tensors from %s (all but the head)", len(tensors), init_from)
     relaunch_as_this_job()
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -169,6 +176,7 @@ def train(cfg: DictConfig) -> L.Trainer:
 @one_line_hydra_errors
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @one_line_errors
+@job_guard  # multiruns: a failing job is recorded (error.txt, result.json) and the sweep goes on
 def main(cfg: DictConfig) -> float | None:
     trainer = train(cfg)
     metric = trainer.callback_metrics.get(cfg.get("optimized_metric") or "")

@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from colorization.color.reference import ReferenceError
 from colorization.data.sources import ConfigError
+from colorization.sweeps import sweep_group, sweep_job_name
 
 
 def _run_id() -> str:
@@ -58,7 +59,14 @@ def wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
-    for name, fn in {"run_id": lambda: RUN_ID, "wandb_offline": wandb_offline}.items():
+    resolvers = {
+        "run_id": lambda: RUN_ID,
+        "wandb_offline": wandb_offline,
+        "sweep_group": sweep_group,  # W&B group / name of a multirun job (None outside multiruns)
+        "sweep_job_name": sweep_job_name,
+        "negate": lambda value: not value,
+    }
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

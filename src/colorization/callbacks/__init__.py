@@ -1,5 +1,18 @@
+from colorization.callbacks.ab_histogram import AbHistogram
 from colorization.callbacks.fault_tolerance import FaultTolerance, NonFiniteLossError
+from colorization.callbacks.final_validation import FinalValidation
+from colorization.callbacks.git_state import GitState
 from colorization.callbacks.image_grid import ColorizationGrid
 from colorization.callbacks.skipped_images import SkippedImages
+from colorization.callbacks.temperature_strip import TemperatureStrip
 
-__all__ = ["ColorizationGrid", "FaultTolerance", "NonFiniteLossError", "SkippedImages"]
+__all__ = [
+    "AbHistogram",
+    "ColorizationGrid",
+    "FaultTolerance",
+    "FinalValidation",
+    "GitState",
+    "NonFiniteLossError",
+    "SkippedImages",
+    "TemperatureStrip",
+]
