@@ -49,16 +49,16 @@ def test_short_training_on_the_sample_photos_lowers_the_loss(tmp_path):
     overrides = [
         *TINY,
         "experiment=unbalanced",
-        "trainer.max_steps=40",
+        "trainer.max_steps=30",
         "trainer.log_every_n_steps=1",
         "model.optimizer.lr=1e-3",
-        "data.batch_size=8",
-        "trainer.val_check_interval=40",
+        "data.batch_size=6",
+        "trainer.val_check_interval=30",
     ]
     train(compose(overrides, tmp_path))
     ce = _logged(tmp_path, "train/ce")
-    assert len(ce) == 40
-    first, last = sum(ce[:8]) / 8, sum(ce[-8:]) / 8
+    assert len(ce) == 30
+    first, last = sum(ce[:6]) / 6, sum(ce[-6:]) / 6
     assert last < 0.8 * first, (first, last)  # from about log(Q) towards the entropy of the photos' colors
     assert list((tmp_path / "images").glob("val_step*.png")), "the validation grid is written as a PNG"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -107,12 +107,8 @@ def test_cli_runs_in_unique_directories_even_in_the_same_second(tmp_path):
     ("args", "key"),
     [
         (["data=folder"], "data.root"),
-        (["data=folder", "data.root=/no/such/dir"], "data.root"),
-        (["loss.lam=2"], "loss.lam"),
-        (["model.temperature=0"], "model.temperature"),
-        (["data.crop_size=100"], "data.crop_size"),
-        (["loss.k=1000"], "loss.k"),
-    ],
+        (["loss.k=1000"], "loss.k"),  # found only once the bins are known, still before any heavy work
+    ],  # every other key: tests/test_config_errors.py, in-process
 )
 def test_bad_config_gives_one_line_error_naming_the_key(args, key, tmp_path):
     result = _cli(*args, "logger=csv", f"paths.log_dir={tmp_path}", timeout=120)

@@ -274,8 +274,9 @@ class StepWindow(L.Callback):
 
 # ---- the measurements -----------------------------------------------------------------------------
 def build_module(cfg: DictConfig, bins: torch.Tensor, **overrides) -> L.LightningModule:
-    loss = OmegaConf.to_container(cfg.loss)
-    return hydra.utils.instantiate(cfg.model, loss=loss, bins=bins, _convert_="all", **overrides)
+    from colorization.train import build_model
+
+    return build_model(cfg, bins, None, **overrides)
 
 
 def encoding_speed(cfg, module, files, device: torch.device) -> dict:

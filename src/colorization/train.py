@@ -133,6 +133,15 @@ def relaunch_as_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
+def build_model(cfg: DictConfig, bins: torch.Tensor, prior: torch.Tensor | None, **overrides) -> L.LightningModule:
+    """The LightningModule of cfg.model, with plain containers in its hyperparameters (so checkpoints load
+    with weights_only=True); ``model.init_from`` is a run option, not a hyperparameter."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("init_from", None)
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    return hydra.utils.instantiate(model_cfg, loss=loss, bins=bins, prior=prior, _convert_="all", **overrides)
+
+
 def train(cfg: DictConfig) -> L.Trainer:
     """Build everything from the config and fit; returns the trainer (metrics, model, checkpoints)."""
     validate(cfg)
@@ -140,25 +149,21 @@ def train(cfg: DictConfig) -> L.Trainer:
     if ckpt_path:
         load_checkpoint(ckpt_path, "ckpt_path", mmap=True)  # refuse a file that would run code, before any work
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    bins = resolve_bins(cfg)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
     if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
         raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
-    bins = resolve_bins(cfg)
     L.seed_everything(cfg.seed, workers=True)
     prior = resolve_prior(cfg, datamodule, bins)
     # seed again: whether the prior was estimated (drawing random crops) or read from the cache, the
     # network starts from the same weights, so a resumed run and a fresh one agree
     L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    init_from = model_cfg.pop("init_from", None)  # a run option, not a hyperparameter of the module
-    model = hydra.utils.instantiate(
-        model_cfg, loss=OmegaConf.to_container(cfg.loss), bins=bins, prior=prior, _convert_="all"
-    )
-    if init_from:
+    model = build_model(cfg, bins, prior)
+    if init_from := cfg.model.get("init_from"):
         tensors = load_body_weights(model, init_from)
         log.info("model.init_from: %d tensors from %s (all but the head)", len(tensors), init_from)
     relaunch_as_this_job()
