@@ -20,6 +20,12 @@ from multirun import job_dirs, run_train, sweep_dir
 FAST = [*TINY, "+trainer.fast_dev_run=true"]
 
 
+def _needs(*modules: str) -> None:
+    """Skip unless the optional `sweep` extra is installed (pip install "colorization[sweep]")."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"{module}: the optional `sweep` extra is not installed")
+
+
 def test_a_failing_job_is_recorded_and_the_others_keep_their_results(tmp_path, monkeypatch):
     # job 1 fails inside trainer.fit (configure_optimizers), after its logger started
     code = run_train(["-m", *FAST, "model.optimizer.name=adam,bogus", f"paths.log_dir={tmp_path}"], monkeypatch)
@@ -83,7 +89,7 @@ def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tm
 
 # ---- Optuna ------------------------------------------------------------------------------------------
 def test_optuna_search_composes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    _needs("optuna", "hydra_plugins.hydra_optuna_sweeper")
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -98,7 +104,7 @@ def test_optuna_search_composes(tmp_path):
 
 
 def test_optuna_search_optimizes_the_named_metric(tmp_path, monkeypatch):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    _needs("optuna", "hydra_plugins.hydra_optuna_sweeper")
     args = [
         *FAST,
         "logger=csv",
@@ -145,7 +151,9 @@ def test_slurm_launcher_requests_what_the_trainer_uses(tmp_path):
 
 def test_launcher_files_hold_every_key_of_the_plugins_schema():
     """Our files replace the plugin's entries: they must list every key its launcher expects."""
-    config = pytest.importorskip("hydra_plugins.hydra_submitit_launcher.config")
+    _needs("submitit", "hydra_plugins.hydra_submitit_launcher")
+    from hydra_plugins.hydra_submitit_launcher import config
+
     from colorization.utils import config_dir
 
     for name, schema in (("submitit_slurm", config.SlurmQueueConf), ("submitit_local", config.LocalQueueConf)):
@@ -154,7 +162,7 @@ def test_launcher_files_hold_every_key_of_the_plugins_schema():
 
 
 def test_submitit_local_launcher_runs_the_jobs(tmp_path, monkeypatch):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    _needs("submitit", "hydra_plugins.hydra_submitit_launcher")
     args = ["-m", "hydra/launcher=submitit_local", *FAST, "logger=csv", "loss=l2", f"paths.log_dir={tmp_path}"]
     assert run_train(args, monkeypatch) == 0
     sweep = sweep_dir(tmp_path)
