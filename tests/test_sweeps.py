@@ -13,7 +13,7 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from colorization.sweeps import read_results, summary_markdown
+from colorization.sweeps import SweepSummary, read_results, summary_markdown
 from conftest import TINY, compose
 from multirun import job_dirs, run_train, sweep_dir
 
@@ -62,6 +62,27 @@ def test_summary_marks_a_job_that_left_no_result_as_crashed(tmp_path):
     rows = read_results(tmp_path)
     assert [(r["job"], r["status"]) for r in rows] == [(0, "ok"), ("1", "crashed")]
     assert summary_markdown(rows).splitlines()[0] == "| job | overrides | status | val/loss | error |"
+
+
+def test_jobs_of_other_entry_points_get_a_result_from_hydras_record(tmp_path):
+    """An entry point without job_guard still gets result.json rows (and no false 'crashed' in the summary)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    def job(num, status, value):
+        out = tmp_path / f"{num}_x={num}"
+        (out / ".hydra").mkdir(parents=True)
+        hydra = {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(out)}, "job": {"num": num}}
+        config = OmegaConf.create({"hydra": {**hydra, "overrides": {"task": [f"x={num}"]}}, "optimized_metric": "m"})
+        SweepSummary().on_job_end(config, JobReturn(status=status, _return_value=value))
+
+    job(0, JobStatus.COMPLETED, 2.5)
+    job(1, JobStatus.COMPLETED, None)
+    job(2, JobStatus.FAILED, ValueError("bad x"))
+    rows = read_results(tmp_path)
+    assert [(r["job"], r["status"], r["value"]) for r in rows] == [(0, "ok", 2.5), (1, "ok", None), (2, "failed", None)]
+    assert rows[2]["error"] == "ValueError: bad x" and rows[0]["overrides"] == ["x=0"]
 
 
 @pytest.mark.slow
