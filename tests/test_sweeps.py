@@ -86,6 +86,7 @@ def test_jobs_of_other_entry_points_get_a_result_from_hydras_record(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tmp_path):
     """Two DDP jobs (2 CPU processes each) in one sweep: each job's rank 1 runs that job, in that job's directory,
     and the second job does not inherit the first one's distributed environment."""
@@ -95,7 +96,7 @@ def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tm
         [sys.executable, "-m", "colorization.train", "-m", *args, "loss.lam=0.25,0.5", f"paths.log_dir={tmp_path}"],
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1700,
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
