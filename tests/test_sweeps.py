@@ -13,11 +13,17 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from colorization.sweeps import read_results, summary_markdown
+from colorization.sweeps import SweepSummary, read_results, summary_markdown
 from conftest import TINY, compose
 from multirun import job_dirs, run_train, sweep_dir
 
 FAST = [*TINY, "+trainer.fast_dev_run=true"]
+
+
+def _needs(*modules: str) -> None:
+    """Skip unless the optional `sweep` extra is installed (pip install "colorization[sweep]")."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"{module}: the optional `sweep` extra is not installed")
 
 
 def test_a_failing_job_is_recorded_and_the_others_keep_their_results(tmp_path, monkeypatch):
@@ -58,7 +64,29 @@ def test_summary_marks_a_job_that_left_no_result_as_crashed(tmp_path):
     assert summary_markdown(rows).splitlines()[0] == "| job | overrides | status | val/loss | error |"
 
 
+def test_jobs_of_other_entry_points_get_a_result_from_hydras_record(tmp_path):
+    """An entry point without job_guard still gets result.json rows (and no false 'crashed' in the summary)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    def job(num, status, value):
+        out = tmp_path / f"{num}_x={num}"
+        (out / ".hydra").mkdir(parents=True)
+        hydra = {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(out)}, "job": {"num": num}}
+        config = OmegaConf.create({"hydra": {**hydra, "overrides": {"task": [f"x={num}"]}}, "optimized_metric": "m"})
+        SweepSummary().on_job_end(config, JobReturn(status=status, _return_value=value))
+
+    job(0, JobStatus.COMPLETED, 2.5)
+    job(1, JobStatus.COMPLETED, None)
+    job(2, JobStatus.FAILED, ValueError("bad x"))
+    rows = read_results(tmp_path)
+    assert [(r["job"], r["status"], r["value"]) for r in rows] == [(0, "ok", 2.5), (1, "ok", None), (2, "failed", None)]
+    assert rows[2]["error"] == "ValueError: bad x" and rows[0]["overrides"] == ["x=0"]
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tmp_path):
     """Two DDP jobs (2 CPU processes each) in one sweep: each job's rank 1 runs that job, in that job's directory,
     and the second job does not inherit the first one's distributed environment."""
@@ -68,7 +96,7 @@ def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tm
         [sys.executable, "-m", "colorization.train", "-m", *args, "loss.lam=0.25,0.5", f"paths.log_dir={tmp_path}"],
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1700,
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -83,7 +111,7 @@ def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tm
 
 # ---- Optuna ------------------------------------------------------------------------------------------
 def test_optuna_search_composes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    _needs("optuna", "hydra_plugins.hydra_optuna_sweeper")
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -98,7 +126,7 @@ def test_optuna_search_composes(tmp_path):
 
 
 def test_optuna_search_optimizes_the_named_metric(tmp_path, monkeypatch):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    _needs("optuna", "hydra_plugins.hydra_optuna_sweeper")
     args = [
         *FAST,
         "logger=csv",
@@ -145,7 +173,9 @@ def test_slurm_launcher_requests_what_the_trainer_uses(tmp_path):
 
 def test_launcher_files_hold_every_key_of_the_plugins_schema():
     """Our files replace the plugin's entries: they must list every key its launcher expects."""
-    config = pytest.importorskip("hydra_plugins.hydra_submitit_launcher.config")
+    _needs("submitit", "hydra_plugins.hydra_submitit_launcher")
+    from hydra_plugins.hydra_submitit_launcher import config
+
     from colorization.utils import config_dir
 
     for name, schema in (("submitit_slurm", config.SlurmQueueConf), ("submitit_local", config.LocalQueueConf)):
@@ -154,7 +184,7 @@ def test_launcher_files_hold_every_key_of_the_plugins_schema():
 
 
 def test_submitit_local_launcher_runs_the_jobs(tmp_path, monkeypatch):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    _needs("submitit", "hydra_plugins.hydra_submitit_launcher")
     args = ["-m", "hydra/launcher=submitit_local", *FAST, "logger=csv", "loss=l2", f"paths.log_dir={tmp_path}"]
     assert run_train(args, monkeypatch) == 0
     sweep = sweep_dir(tmp_path)

@@ -138,6 +138,7 @@ def test_checkpoints_are_uploaded_only_when_online(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_issue_command_multirun_leaves_two_wandb_runs(tmp_path):
     """The issue's exact command (batch 40 of 176 x 176 crops: minutes on 2 cores)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}

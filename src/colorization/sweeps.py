@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -192,6 +193,18 @@ class SweepSummary(Callback):
 
     def __init__(self, exit_on_failure: bool = True):
         self.exit_on_failure = exit_on_failure
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A task without ``job_guard`` (it wrote no result.json) gets one from Hydra's own record of the job."""
+        hc = config.hydra
+        if hc.mode != RunMode.MULTIRUN or (Path(hc.runtime.output_dir) / RESULT_FILE).is_file():
+            return
+        value = job_return._return_value  # the exception when the job failed
+        if job_return.status == JobStatus.COMPLETED:
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            _write_result(hc, config, {"status": "ok", "value": float(value) if number else None})
+        else:
+            _write_result(hc, config, {"status": "failed", "value": None, "error": f"{type(value).__name__}: {value}"})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
