@@ -150,3 +150,4 @@ def test_ddp_in_a_multirun_keeps_one_directory_per_job(tmp_path):
     assert len(jobs) == 2, jobs
     for job in jobs:
         assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert len(list(sweeps[0].rglob("last.ckpt"))) == 2  # and nothing from a rerun sweep

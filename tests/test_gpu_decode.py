@@ -104,3 +104,18 @@ def test_nvjpeg_on_the_gpu_matches_the_cpu_decode(photos):
     gpu, _ = decode_batch(data, "cuda", transform)
     assert gpu.device.type == "cuda"
     assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 1.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_fast_preset_trains_from_jpeg_files(photos, tmp_path):
+    """trainer=gpu_fast end to end: bf16 autocast, channels_last, torch.compile, nvJPEG decoding."""
+    from colorization.train import train
+    from conftest import TINY, compose
+
+    overrides = [o for o in TINY if not o.startswith(("data.val_crops", "trainer.accelerator"))]
+    cfg = compose(
+        [*overrides, "trainer=gpu_fast", "data=folder", f"data.root={photos}", "trainer.max_steps=3"], tmp_path
+    )
+    trainer = train(cfg)
+    assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["train/loss"])

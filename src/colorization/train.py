@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -119,18 +120,36 @@ def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tens
     return prior
 
 
-def relaunch_as_this_job() -> None:
-    """Lightning starts DDP ranks > 0 by rerunning sys.argv plus hydra.run.dir=<hydra.run.dir>. In a
-    multirun that would rerun the whole sweep, elsewhere: point both at this one job and its directory."""
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def one_job_per_launch():
+    """Lightning starts DDP ranks > 0 by rerunning sys.argv plus hydra.run.dir=<hydra.run.dir>, and leaves
+    LOCAL_RANK and its process group behind. In a multirun that would rerun the whole sweep elsewhere, and
+    the next job would find stale ranks: rerun this one job in its own directory, then clean up."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
         return
     hydra_cfg = HydraConfig.get()
+    argv, env = sys.argv, {key: os.environ.get(key) for key in _DDP_ENV}
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def build_model(cfg: DictConfig, bins: torch.Tensor, prior: torch.Tensor | None, **overrides) -> L.LightningModule:
@@ -166,11 +185,11 @@ def train(cfg: DictConfig) -> L.Trainer:
     if init_from := cfg.model.get("init_from"):
         tensors = load_body_weights(model, init_from)
         log.info("model.init_from: %d tensors from %s (all but the head)", len(tensors), init_from)
-    relaunch_as_this_job()
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with one_job_per_launch():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         for logger in loggers:  # close the W&B run even on failure: multiruns start a fresh one per job
             if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):

@@ -84,8 +84,10 @@ def uint8_to_lightness(images: torch.Tensor) -> torch.Tensor:
     offsets = torch.tensor([0, 256, 512], dtype=torch.int32, device=images.device).view(3, 1, 1)
     index = (images + offsets).reshape(-1)  # uint8 + int32: promoted in the same pass
     y = table.index_select(0, index).view(images.shape).sum(-3, keepdim=True)
-    cube_root = y.clamp(min=_EPSILON).log().mul_(1 / 3).exp_()  # on a CPU twice as fast as pow(1 / 3)
-    return 116 * torch.where(y > _EPSILON, cube_root, _KAPPA * y + 16 / 116) - 16
+    # 116 y^(1/3) - 16 in place (exp-log: on a CPU twice as fast as pow), then the linear part near black
+    L = y.clamp(min=_EPSILON).log_().mul_(1 / 3).exp_().mul_(116).sub_(16)
+    dark = y <= _EPSILON
+    return L.masked_scatter_(dark, y[dark] * (116 * _KAPPA))
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
