@@ -12,14 +12,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from colorization.data import ConfigError
+from colorization.data.sources import write_labeled_samples
 from colorization.models.probe import Frozen, LinearProbes, reduce_features
 from conftest import REPO, TINY, compose
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "pool5"]
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # one class per photo: crops of it are learnable
 # A small, fast probe: 96 x 96 crops (AlexNet's pool5 needs >= 67), batch 16, no loader workers.
 PROBE_TINY = [
     "logger=csv",
@@ -35,20 +34,7 @@ PROBE_TINY = [
 @pytest.fixture(scope="session")
 def labeled_dir(tmp_path_factory) -> Path:
     """<root>/{train,val}/<photo>/<i>.jpg: 128 x 128 JPEG crops of four bundled photos (16 train, 12 val each)."""
-    from skimage import data
-
-    root = tmp_path_factory.mktemp("labeled")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 12)):
-        for name in PHOTOS:
-            photo = getattr(data, name)()
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                top = rng.integers(0, photo.shape[0] - 128 + 1)
-                left = rng.integers(0, photo.shape[1] - 128 + 1)
-                Image.fromarray(photo[top : top + 128, left : left + 128]).save(folder / f"{i}.jpg", quality=90)
-    return root
+    return write_labeled_samples(tmp_path_factory.mktemp("labeled"))
 
 
 @pytest.fixture(scope="session")
@@ -255,7 +241,7 @@ def test_probe_hf_imagefolder_labels(alexnet_ckpt, labeled_dir, tmp_path, monkey
         "trainer.max_steps=2",
     ]
     trainer, report = probe(compose(overrides, tmp_path, "probe"))
-    assert report["classes"] == sorted(PHOTOS) and report["num_classes"] == 4
+    assert report["classes"] == ["astronaut", "chelsea", "coffee", "rocket"] and report["num_classes"] == 4
     assert report["val_images"] == 48 and report["reduce"] == "avgpool"
     assert list(report["results"]) == ["checkpoint"] and list(report["results"]["checkpoint"]) == LAYERS
 

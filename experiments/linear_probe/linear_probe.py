@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import find_value, forms, numeric_leaves, read_json, run_entry_point  # noqa: E402
 
+from colorization.data.sources import write_labeled_samples  # noqa: E402
+
 log = logging.getLogger("linear_probe")
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
@@ -98,8 +100,11 @@ def render_probe_table(measured: Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
 # ---- the recipe -------------------------------------------------------------------------------------
+# toy: the probe's labeled data is made from the sample photos (one class per photo, 96 x 96 crops)
+TOY_PROBE = ["trainer.accelerator=cpu", "trainer.max_epochs=5", "data.crop_size=96", "data.resize=null"]
+TOY_PROBE += ["data.batch_size=16", "data.num_workers=1"]
 SCALES = {
-    "toy": {"train": ["trainer.accelerator=cpu", "trainer.max_steps=60", "data.num_workers=1"], "probe": []},
+    "toy": {"train": ["trainer.accelerator=cpu", "trainer.max_steps=60", "data.num_workers=1"], "probe": TOY_PROBE},
     "full": {"train": ["data=folder"], "probe": []},
 }
 
@@ -124,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if ckpt.is_file():
         if not (out / "probe" / "probe.json").is_file():
             args_probe = [f"ckpt_path={ckpt}", f"hydra.run.dir={out / 'probe'}", *scale["probe"], *args.probe]
+            if args.scale == "toy":
+                labeled = write_labeled_samples(out / "labeled")
+                args_probe[2:2] = [f"data.root={labeled / 'train'}", f"data.val_root={labeled / 'val'}"]
             run_entry_point("colorization.probe", args_probe, out / "logs" / "probe.log")
         probe = read_json(out / "probe" / "probe.json")
         if probe is None:

@@ -107,3 +107,30 @@ def folder_split(
     if labels:
         classes = sorted({class_of(f, Path(root).expanduser()) for f in list_images(root)})
     return FileSplit(train, val, classes)
+
+
+def write_labeled_samples(
+    root: str | Path,
+    photos: tuple[str, ...] = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"),
+    per_class: tuple[int, int] = (16, 12),
+    size: int = 128,
+    seed: int = 0,
+) -> Path:
+    """A tiny labeled set in ImageNet layout, offline: <root>/{train,val}/<photo>/<i>.jpg, random size x size
+    JPEG crops of bundled sample photos, one class per photo (crops of one photo are learnable as a class).
+    For trying linear probes (colorization.probe) without ImageNet; returns root."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val"), per_class, strict=True):
+        for name in photos:
+            photo = np.asarray(Image.open(sample_photo_dir() / name).convert("RGB"))
+            folder = root / split / Path(name).stem
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                top = rng.integers(0, photo.shape[0] - size + 1)
+                left = rng.integers(0, photo.shape[1] - size + 1)
+                Image.fromarray(photo[top : top + size, left : left + size]).save(folder / f"{i}.jpg", quality=90)
+    return root
