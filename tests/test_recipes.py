@@ -267,7 +267,6 @@ def test_table1_trains_the_variants_and_fine_tunes_l2_from_the_full_network(tmp_
     assert distance(ft, full) < 0.1 * distance(l2, full)
 
 
-@pytest.mark.slow  # minutes on 2 CPU cores: make test-slow
 def test_table1_toy_scale_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("colorization.evaluate")
     monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
@@ -283,7 +282,6 @@ def test_table1_toy_scale_end_to_end(tmp_path, monkeypatch):
     assert measured["ground_truth"]["auc"] == pytest.approx(100.0, abs=1e-3)
 
 
-@pytest.mark.slow  # minutes on 2 CPU cores: make test-slow
 def test_linear_probe_toy_scale_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("colorization.probe")
     monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import ab_bins, estimate_prior, load_reference
 from colorization.data import ConfigError
@@ -120,38 +118,6 @@ def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tens
     return prior
 
 
-_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-@contextlib.contextmanager
-def one_job_per_launch():
-    """Lightning starts DDP ranks > 0 by rerunning sys.argv plus hydra.run.dir=<hydra.run.dir>, and leaves
-    LOCAL_RANK and its process group behind. In a multirun that would rerun the whole sweep elsewhere, and
-    the next job would find stale ranks: rerun this one job in its own directory, then clean up."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        yield
-        return
-    hydra_cfg = HydraConfig.get()
-    argv, env = sys.argv, {key: os.environ.get(key) for key in _DDP_ENV}
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-    with read_write(hydra_cfg), open_dict(hydra_cfg):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    try:
-        yield
-    finally:
-        sys.argv = argv
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def build_model(cfg: DictConfig, bins: torch.Tensor, prior: torch.Tensor | None, **overrides) -> L.LightningModule:
     """The LightningModule of cfg.model, with plain containers in its hyperparameters (so checkpoints load
     with weights_only=True); ``model.init_from`` is a run option, not a hyperparameter."""
@@ -188,8 +154,8 @@ def train(cfg: DictConfig) -> L.Trainer:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        with one_job_per_launch():
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # in a multirun, sweeps.job_guard (on main) makes DDP ranks > 0 rerun this one job, not the sweep
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         for logger in loggers:  # close the W&B run even on failure: multiruns start a fresh one per job
             if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
