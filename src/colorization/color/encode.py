@@ -45,25 +45,30 @@ def _padded(bins: torch.Tensor) -> torch.Tensor:
     return torch.cat((bins, bins.new_full((1, 2), _FAR)))
 
 
+def candidate_planes(bins: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(2, n * n, C): the a and b of each cell's candidate bins (``neighbour_table``), one plane each."""
+    return _padded(bins)[table].permute(2, 0, 1).contiguous()
+
+
 def nearest_bins(ab: torch.Tensor, bins: torch.Tensor, k: int, table: torch.Tensor | None = None, centres=None):
     """ab (N, 2) -> squared distances and indices of the k nearest bins, each (N, k), nearest first.
 
-    ``table`` from ``neighbour_table``; ``centres`` (optional) = ``_padded(bins)[table]``, precomputed."""
+    ``table`` from ``neighbour_table``; ``centres`` (optional) = ``candidate_planes(bins, table)``, precomputed.
+    """
     if table is None:
         d2 = (ab[:, None, :] - bins[None]).square().sum(-1)
         d2k, idx = d2.topk(k, dim=1, largest=False)
         return d2k, idx
-    n = math.isqrt(len(table))  # the table's cells: n x n over [-_TABLE_LIMIT, _TABLE_LIMIT]^2
-    ij = ((ab + _TABLE_LIMIT) * (n / (2 * _TABLE_LIMIT))).floor().long().clamp(0, n - 1)
+    n, width = math.isqrt(len(table)), table.shape[1]  # the table's cells: n x n over [-_TABLE_LIMIT, _TABLE_LIMIT]^2
+    ij = ((ab + _TABLE_LIMIT) * (n / (2 * _TABLE_LIMIT))).floor_().long().clamp_(0, n - 1)
     cell = ij[:, 0] * n + ij[:, 1]
-    cand = table.index_select(0, cell)  # (N, C); index_select: far faster than [] on CPU
     if centres is None:
-        centres = _padded(bins).index_select(0, cand.view(-1)).view(*cand.shape, 2)
-    else:
-        centres = centres.index_select(0, cell)
-    d2 = (ab[:, None, 0] - centres[..., 0]).square() + (ab[:, None, 1] - centres[..., 1]).square()
+        centres = candidate_planes(bins, table)
+    # one contiguous plane per coordinate, updated in place: on a CPU, a third faster than (N, C, 2) slices
+    d2 = centres[0].index_select(0, cell).sub_(ab[:, :1]).square_()  # index_select: far faster than [] on CPU
+    d2.add_(centres[1].index_select(0, cell).sub_(ab[:, 1:]).square_())
     d2k, j = d2.topk(k, dim=1, largest=False)
-    return d2k, cand.gather(1, j)
+    return d2k, table.view(-1).index_select(0, (cell[:, None] * width + j).view(-1)).view(-1, k)
 
 
 def soft_encode_sparse(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float = 5.0, table=None, centres=None):
@@ -96,13 +101,13 @@ class SoftEncoder(nn.Module):
         self.k, self.sigma = k, sigma
         self.register_buffer("bins", bins.float())
         self.register_buffer("table", neighbour_table(bins, k), persistent=False)
-        self.register_buffer("centres", _padded(self.bins)[self.table], persistent=False)
+        self.register_buffer("centres", candidate_planes(self.bins, self.table), persistent=False)
         # the tables are derived, not saved: rebuild them when a checkpoint brings its bins
         self.register_load_state_dict_post_hook(lambda module, _: module._rebuild_tables())
 
     def _rebuild_tables(self) -> None:
         self.table = neighbour_table(self.bins.cpu(), self.k).to(self.bins.device)
-        self.centres = _padded(self.bins)[self.table]
+        self.centres = candidate_planes(self.bins, self.table)
 
     def forward(self, ab: torch.Tensor):
         return soft_encode_sparse(ab, self.bins, self.k, self.sigma, self.table, self.centres)

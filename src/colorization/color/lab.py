@@ -76,18 +76,17 @@ def _uint8_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
 def uint8_to_lightness(images: torch.Tensor) -> torch.Tensor:
     """uint8 RGB (..., 3, H, W) -> L (..., 1, H, W), equal to ``rgb_to_lightness(images / 255)``.
 
-    The sRGB linearization of the 256 levels, times each channel's weight in Y, is a 768-entry table
-    (made in float64), so per pixel only a lookup, a sum and Y's cube root remain: the full-resolution
-    input is the largest per-pixel cost of the training data path.
+    The sRGB linearization of the 256 levels times each channel's weight in Y is a table per channel (made
+    in float64), so per pixel only three lookups, two adds and Y's cube root remain: the full-resolution
+    input is the largest per-pixel cost of the training data path. (On a CPU, one lookup per channel plane
+    is twice as fast as one over all channels and a sum; ``where`` is 4x faster than a masked update.)
     """
-    table = _uint8_tables(images.device)[1]
-    offsets = torch.tensor([0, 256, 512], dtype=torch.int32, device=images.device).view(3, 1, 1)
-    index = (images + offsets).reshape(-1)  # uint8 + int32: promoted in the same pass
-    y = table.index_select(0, index).view(images.shape).sum(-3, keepdim=True)
-    # 116 y^(1/3) - 16 in place (exp-log: on a CPU twice as fast as pow), then the linear part near black
+    tables = _uint8_tables(images.device)[1].view(3, 256)
+    lookup = lambda c: tables[c].index_select(0, images.select(-3, c).reshape(-1).int())  # noqa: E731
+    y = lookup(0).add_(lookup(1)).add_(lookup(2)).view(*images.shape[:-3], 1, *images.shape[-2:])
+    # 116 y^(1/3) - 16 (exp-log: on a CPU twice as fast as pow), and the linear part near black
     L = y.clamp(min=_EPSILON).log_().mul_(1 / 3).exp_().mul_(116).sub_(16)
-    dark = y <= _EPSILON
-    return L.masked_scatter_(dark, y[dark] * (116 * _KAPPA))
+    return torch.where(y > _EPSILON, L, y * (116 * _KAPPA))
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
