@@ -32,6 +32,15 @@ def run_entry_point(module: str, args: Sequence[str], log_file: Path | None = No
     return code
 
 
+def write_report(out: Path, name: str, table: str, measured: Any, notes: Sequence[str]) -> Path:
+    """<out>/<name>.md (the table, also printed) and <name>.json (the measured numbers and the notes)."""
+    (out / f"{name}.md").write_text(table)
+    (out / f"{name}.json").write_text(json.dumps({"measured": measured, "notes": list(notes)}, indent=2) + "\n")
+    print(table)
+    log.info("wrote %s", out / f"{name}.md")
+    return out / f"{name}.md"
+
+
 def read_json(path: Path) -> Any | None:
     """The parsed file, or None (logged) when it is missing or not JSON."""
     try:

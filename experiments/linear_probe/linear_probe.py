@@ -15,14 +15,13 @@ A step whose output already exists is not run again.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import find_value, forms, numeric_leaves, read_json, run_entry_point  # noqa: E402
+from _common import find_value, forms, numeric_leaves, read_json, run_entry_point, write_report  # noqa: E402
 
 from colorization.data.sources import write_labeled_samples  # noqa: E402
 
@@ -140,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         notes.append(f"training gave no checkpoint (see {out / 'logs' / 'train.log'})")
     measured = probe_rows(probe) if probe is not None else {}
     table = render_probe_table(measured, notes)
-    (out / "linear_probe.md").write_text(table)
-    (out / "linear_probe.json").write_text(json.dumps({"measured": measured, "notes": notes}, indent=2) + "\n")
-    print(table)
-    log.info("wrote %s", out / "linear_probe.md")
-    return out / "linear_probe.md"
+    return write_report(out, "linear_probe", table, measured, notes)
 
 
 if __name__ == "__main__":

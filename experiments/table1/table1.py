@@ -15,14 +15,13 @@ A step whose output already exists is not run again: re-running the command cont
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import find_value, forms, numeric_leaves, read_json, run_entry_point  # noqa: E402
+from _common import find_value, forms, numeric_leaves, read_json, run_entry_point, write_report  # noqa: E402
 
 log = logging.getLogger("table1")
 
@@ -275,11 +274,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     notes += [f"{ROWS[VARIANT_ROWS[v]]}: evaluation gave no metrics.json" for v, e in evaluations.items() if e is None]
     measured = measured_rows(evaluations)
     table = render_table1(measured, notes=notes)
-    (out / "table1.md").write_text(table)
-    (out / "table1.json").write_text(json.dumps({"measured": measured, "notes": notes}, indent=2) + "\n")
-    print(table)
-    log.info("wrote %s", out / "table1.md")
-    return out / "table1.md"
+    return write_report(out, "table1", table, measured, notes)
 
 
 if __name__ == "__main__":
