@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev,sweep]"
 	touch $(STAMP)
 
 # The main job: the paper's full method on the bundled sample photos, a few minutes on 2 CPU cores.
