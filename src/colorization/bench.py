@@ -334,6 +334,7 @@ def encoding_speed(cfg, module, files, device: torch.device) -> dict:
         }
         if device.type == "cpu":  # the same single core for both
             passes["device_1thread_img_s"] = device_one_thread
+
         # interleaved rounds, the best pass of each: a busy spell of a shared machine slows every contender
         def seconds(fn) -> float:
             sync(device)

@@ -6,6 +6,8 @@ roughly in [-128, 127]. Every step is elementwise or a 3x3 matrix, so it runs on
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # skimage.color.colorconv: xyz_from_rgb (sRGB primaries) and the D65 2-degree white point.
@@ -73,7 +75,8 @@ def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
     return 116 * _lab_f(y) - 16
 
 
-def _uint8_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=8)  # once per device, not per batch
+def _uint8_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The sRGB linearization of the 256 levels (256,), and times each channel's weight in Y (3 * 256,)."""
     linear = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=device) / 255)
     weights = torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64, device=device)

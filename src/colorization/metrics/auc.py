@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from colorization.color.encode import nearest_bins, neighbour_table
+from colorization.color.encode import candidate_planes, nearest_bins, neighbour_table
 from colorization.color.prior import rebalance_weights
 
 
@@ -39,6 +39,7 @@ class AuC(Metric):
             self.register_buffer("bins", bins.float())
             self.register_buffer("pixel_weights", rebalance_weights(prior, 0.0).double())
             self.register_buffer("table", neighbour_table(self.bins, 1))
+            self.register_buffer("centres", candidate_planes(self.bins, self.table), persistent=False)
         # bucket t holds the weight of pixels with ceil(d) = t; the last bucket, everything beyond max_threshold
         self.add_state("hist", torch.zeros(self.max_threshold + 2, dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -50,7 +51,7 @@ class AuC(Metric):
         weight = None
         if self.rebalanced:
             true_ab = target.permute(0, 2, 3, 1).reshape(-1, 2).float()
-            nearest = nearest_bins(true_ab, self.bins, 1, self.table)[1][:, 0]
+            nearest = nearest_bins(true_ab, self.bins, 1, self.table, self.centres)[1][:, 0]
             weight = self.pixel_weights[nearest]
         self.hist += torch.bincount(bucket, weights=weight, minlength=self.max_threshold + 2).double()
 
