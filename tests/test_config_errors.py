@@ -128,7 +128,7 @@ def test_data_folder_with_a_missing_val_root(tmp_path, capsys):
 
 
 def test_the_real_command_prints_one_line_for_each_kind_of_mistake(tmp_path):
-    """Subprocesses, started together: an unknown key (Hydra), a wrong value (ours), a malicious checkpoint."""
+    """Subprocesses, started together: an unknown key (Hydra's error) and a malicious checkpoint (ours)."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_robustness import malicious_checkpoint
 
@@ -139,7 +139,6 @@ def test_the_real_command_prints_one_line_for_each_kind_of_mistake(tmp_path):
             ["data.roots=/x", "data=folder"],
             "error: data.roots: no such config key (did you mean data.root?",
         ),
-        "wrong value": (["loss.lam=2"], "error: loss.lam=2 must be in [0, 1]"),
         "malicious": ([f"ckpt_path={evil}"], f"error: ckpt_path={evil}: refused"),
     }
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path / "logs")}

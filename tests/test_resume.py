@@ -204,17 +204,17 @@ def test_a_signal_from_outside_stops_the_cli_cleanly_with_a_checkpoint(photos, t
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     args = [arg for arg in overrides(photos, tmp_path, 10_000) if not arg.startswith("paths.log_dir")]
     env["COLORIZATION_LOG_DIR"] = str(tmp_path)
-    command = [sys.executable, "-m", "colorization.train", *args, "trainer.log_every_n_steps=1"]
+    command = [sys.executable, "-m", "colorization.train", *args]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
-    while time.time() < deadline and not list(tmp_path.glob("train/runs/*/csv/metrics.csv")):
-        time.sleep(1)  # the CSV logger writes after the first logged steps
+    while time.time() < deadline and not list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")):
+        time.sleep(0.5)  # ModelCheckpoint writes last.ckpt after each (one-batch) epoch: training is under way
     process.send_signal(signum)
     output = process.communicate(timeout=300)[0].decode()
     assert process.returncode == 0, output[-3000:]
     (checkpoint,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
     step = load_checkpoint(checkpoint)["global_step"]
-    assert step >= 1 and "resume: ckpt_path=last" in output
+    assert step >= 1 and f"stopped by a signal at step {step}; checkpoint {checkpoint}" in output
 
     resume = [sys.executable, "-m", "colorization.train", *args, "ckpt_path=last", f"trainer.max_steps={step + 1}"]
     done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

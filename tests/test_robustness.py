@@ -313,6 +313,14 @@ def test_streaming_resumes_after_transient_errors_without_loss_or_duplicates(cap
     assert sum("connection reset" in r.getMessage() for r in caplog.records) == 3
 
 
+def test_http_client_errors_count_as_transient():
+    httpx = pytest.importorskip("httpx")
+    datasets = pytest.importorskip("datasets")
+    flaky = Flaky(4, fail_at={2}, error=lambda message: httpx.ReadTimeout(message))
+    stream = datasets.IterableDataset.from_generator(flaky, gen_kwargs={"shards": [0]})
+    assert [example["x"] for example in retry_transient(stream, retries=1, wait=0.0)] == [0, 1, 2, 3]
+
+
 def test_streaming_gives_up_after_retries_and_never_retries_a_missing_file():
     datasets = pytest.importorskip("datasets")
     down = Flaky(5, fail_at=set())

@@ -11,6 +11,8 @@ counts them. ``on_error="raise"`` fails fast instead.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import logging
 import random
@@ -30,8 +32,7 @@ ON_ERROR = ("skip", "raise")
 SKIPPED = "skipped"  # item key: the files skipped while producing this item, joined by SKIPPED_SEP ("" if none)
 SKIPPED_SEP = "\0"  # cannot occur in a file name
 MAX_REPLACEMENTS = 10  # bad files in a row before a dataset gives up: a folder of non-images is an error
-# errors worth retrying when reading a stream (network hiccups); a missing or forbidden file is not one
-TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
+# a missing or forbidden file is not worth retrying (transient_errors() are)
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
@@ -279,6 +280,19 @@ class HFImageStream(IterableDataset):
         self.dataset.load_state_dict(state)
 
 
+@functools.cache
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors worth retrying when reading a stream: OS and network errors, including the HTTP clients'
+    own (httpx, aiohttp) when installed, which are not OSErrors."""
+    errors: list[type[BaseException]] = [OSError]  # ConnectionError and TimeoutError included
+    for module, name in (("httpx", "TransportError"), ("aiohttp", "ClientError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def retry_transient(stream, retries: int = 3, wait: float = 1.0):
     """Iterate a streaming Hugging Face dataset; after a transient read error, wait (wait, 2 wait, 4 wait, ...)
     and resume from the last example it yielded (its state_dict), up to ``retries`` times in a row."""
@@ -290,7 +304,7 @@ def retry_transient(stream, retries: int = 3, wait: float = 1.0):
             return
         except PERMANENT_ERRORS:
             raise
-        except TRANSIENT_ERRORS as err:
+        except transient_errors() as err:
             failures += 1
             if failures > retries:
                 raise
