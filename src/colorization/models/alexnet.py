@@ -1,8 +1,8 @@
 """The AlexNet-style colorization network of the paper's representation-learning experiments.
 
 Backbone (what the linear probes read): AlexNet's five convolutions on the single L channel, with
-AlexNet's own shapes and the layout of the authors' AlexNet colorization model as the later linear
-benchmarks rebuild it (Goyal et al. 2019; VISSL ``alexnet_colorization``):
+AlexNet's own shapes, laid out as the later linear benchmarks rebuild the authors' AlexNet
+colorization model (Goyal et al. 2019's benchmark code; VISSL's ``alexnet_colorization`` trunk):
 
 | layer | op | out channels | notes |
 |---|---|---|---|
@@ -15,8 +15,8 @@ benchmarks rebuild it (Goyal et al. 2019; VISSL ``alexnet_colorization``):
 | conv5 | 3x3, padding 1, 2 groups | 256 | |
 | pool5 | max 3x3, stride 2 | | probe tap only; the colorization head reads conv5 |
 
-Each convolution is followed by BatchNorm then ReLU (no LRN: BatchNorm replaces it, as in the authors'
-model, whose released weights have the BatchNorm folded in). A 227 x 227 input gives AlexNet's sizes:
+Each convolution is followed by BatchNorm then ReLU (no LRN; BatchNorm in its place, as in those
+benchmark rebuilds). A 227 x 227 input gives AlexNet's sizes:
 conv1 55, conv2 27, conv3-5 13, pool5 6. Input L is normalized as (L - 50) / 100, as for ECCV16.
 
 Head (ours: the paper does not describe it). conv5 sits at stride 16; the losses want stride 4. A
@@ -24,8 +24,8 @@ fully convolutional stand-in for fc6/fc7 (3x3 conv 256 -> 1024 and 1x1 conv 1024
 ReLU and BatchNorm; narrower than AlexNet's 4096-wide fc layers) is followed by two 4x4 stride-2
 transposed convolutions (512 -> 256 -> 256, as ECCV16's ``model8``) and a 1x1 conv to the Q logits
 (or 2 channels for L2). AlexNet's unpadded conv1 and floor pooling make the stride-4 grid slightly
-smaller than H/4 (227 -> 52 vs 56), so the logits are bilinearly resized to exactly (H/4, W/4); the
-alignment with the stride-4 targets is therefore approximate by up to a few input pixels.
+smaller than H/4 (227: 52 vs 56; 176: 36 vs 44), so the logits are bilinearly resized to exactly
+(H/4, W/4); their alignment with the stride-4 targets is therefore approximate (a few input pixels).
 
 Smallest input: 35 x 35 for colorization (conv5 must be at least 1 x 1), 67 x 67 for the pool5 tap.
 """
