@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,6 +30,17 @@ def _isolated_cache(tmp_path_factory):
     os.environ["COLORIZATION_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_log_handlers():
+    """Hydra apps run in-process (colorize, evaluate) attach a file and a console handler to the root logger. A later
+    test would write to a run directory already removed (tmp_path_retention_policy) or to a closed capture stream."""
+    yield
+    for handler in list(logging.root.handlers):
+        if not type(handler).__module__.startswith("_pytest"):
+            logging.root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture
