@@ -18,7 +18,7 @@ from PIL import Image
 from skimage.color import rgb2lab
 
 from colorization.colorize import colorize, main, plan
-from colorization.data import ConfigError
+from colorization.errors import ConfigError
 from conftest import compose
 from test_evaluate import authors_state, grid_bins
 

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from colorization.data import ColorizationDataModule, ConfigError
+from colorization.data import ColorizationDataModule
 from colorization.data.datasets import ResizeAtLeast, load_image
 from colorization.data.sources import SAMPLE_TRAIN, SAMPLE_VAL, sample_photo_dir
+from colorization.errors import ConfigError
 
 
 def _is_window(crop: np.ndarray, image: np.ndarray) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from colorization.data import ConfigError
+from colorization.errors import ConfigError
 from conftest import REPO, TINY, compose
 from seen import write_color_images
 

@@ -18,8 +18,8 @@ from PIL import Image
 from skimage.color import rgb2lab
 from torchvision.transforms import v2
 
-from colorization.data import ConfigError
 from colorization.data.sources import sample_photo_dir
+from colorization.errors import ConfigError
 from colorization.evaluate import _select_files, evaluate, load_indices, load_vgg16
 from colorization.models.eccv16 import ECCV16
 from colorization.models.pretrained import (

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from colorization.data import ConfigError
 from colorization.data.sources import write_labeled_samples
+from colorization.errors import ConfigError
 from colorization.models.probe import Frozen, LinearProbes, reduce_features
 from conftest import REPO, TINY, compose
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from colorization.color import ab_bins
-from colorization.data import ConfigError
+from colorization.errors import ConfigError
 from colorization.models import ColorizationModule
 from colorization.models.init_from import head_name, load_body_weights
 from conftest import REPO, TINY

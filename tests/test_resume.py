@@ -191,7 +191,7 @@ def test_nonfinite_losses_skip_their_step_and_a_run_of_them_stops_with_a_checkpo
 
 
 def test_max_nonfinite_must_be_a_positive_integer():
-    from colorization.data import ConfigError
+    from colorization.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"callbacks\.fault_tolerance\.max_nonfinite=0"):
         FaultTolerance(max_nonfinite=0)

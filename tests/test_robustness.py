@@ -23,7 +23,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from colorization.data import ConfigError
 from colorization.data.datasets import (
     SKIPPED,
     BadImageError,
@@ -36,6 +35,7 @@ from colorization.data.datasets import (
     val_transform,
 )
 from colorization.data.safety import UnsafeFileError, load_checkpoint, safe_name, safe_output_path
+from colorization.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXIF_ORIENTATION = 0x0112

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from colorization.data import ColorizationDataModule, ConfigError
+from colorization.data import ColorizationDataModule
 from colorization.data.datasets import HFImageStream, val_transform
 from colorization.data.loaders import StreamLoader, per_rank_batch
+from colorization.errors import ConfigError
 from conftest import TINY, compose
 from seen import identify, write_color_images
 

@@ -30,9 +30,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from colorization.color import annealed_mean, lightness_and_ab_to_rgb, rgb_to_lightness
-from colorization.data import ConfigError
 from colorization.data.datasets import load_image
 from colorization.data.sources import IMAGE_EXTENSIONS
+from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
 from colorization.utils import config_dir, one_line_errors, register_resolvers
 

@@ -28,9 +28,9 @@ from torchvision.transforms import v2
 from torchvision.utils import make_grid, save_image
 
 from colorization.color import ab_bins, lab_to_rgb, load_reference, rgb_to_lab
-from colorization.data import ConfigError
 from colorization.data.datasets import HFImages, HFImageStream, ImageFiles, val_transform
 from colorization.data.sources import class_of, list_images, sample_split
+from colorization.errors import ConfigError
 from colorization.metrics import AuC, Colorfulness, psnr, ssim, topk_accuracy
 from colorization.models.pretrained import load_model
 from colorization.utils import config_dir, one_line_errors, register_resolvers

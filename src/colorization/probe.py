@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from colorization.data import ConfigError
+from colorization.errors import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
 from colorization.models.module import build_network
 from colorization.models.pretrained import load_checkpoint

@@ -15,8 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import ab_bins, estimate_prior, load_reference
-from colorization.data import ConfigError
 from colorization.data.safety import load_checkpoint
+from colorization.errors import ConfigError
 from colorization.models.init_from import load_body_weights
 from colorization.models.losses import VARIANTS
 from colorization.models.module import lab_inputs

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from colorization.color.reference import ReferenceError
-from colorization.data.sources import ConfigError
+from colorization.errors import ConfigError
 from colorization.sweeps import sweep_group, sweep_job_name
 
 

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from colorization.data.sources import ConfigError
+from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from colorization.data.datasets import (
 )
 from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch
 from colorization.data.loaders import StreamLoader, per_rank_batch
-from colorization.data.sources import ConfigError, class_of, folder_split, sample_split
+from colorization.data.sources import class_of, folder_split, sample_split
+from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

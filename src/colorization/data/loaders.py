@@ -7,7 +7,7 @@ import logging
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from colorization.data.sources import ConfigError
+from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

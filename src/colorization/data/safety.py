@@ -18,7 +18,7 @@ from pathlib import Path, PurePath
 
 import torch
 
-from colorization.data.sources import ConfigError
+from colorization.errors import ConfigError
 
 MAX_NAME_BYTES = 200  # leaves room for a suffix and a counter under the usual 255-byte limit
 

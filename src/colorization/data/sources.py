@@ -13,6 +13,8 @@ from pathlib import Path
 
 import skimage
 
+from colorization.errors import ConfigError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # Color photographs bundled with scikit-image (no network). Two are held out for validation.
@@ -26,10 +28,6 @@ SAMPLE_TRAIN = (
     "retina.jpg",
 )
 SAMPLE_VAL = ("chelsea.png", "coffee.png")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key. Raised before any heavy work."""
 
 
 @dataclass

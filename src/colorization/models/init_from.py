@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from colorization.data.sources import ConfigError
+from colorization.errors import ConfigError
 
 
 def head_name(net: nn.Module) -> str:

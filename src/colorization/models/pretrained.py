@@ -17,8 +17,8 @@ import torch
 from colorization.color import ab_bins
 from colorization.color.bins import GRID_STEP
 from colorization.color.reference import ReferenceError
-from colorization.data import ConfigError
 from colorization.data.safety import load_checkpoint as safe_load
+from colorization.errors import ConfigError
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.module import ColorizationModule
 
