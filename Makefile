@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow test-all lint format clean bench bench-quick
+.PHONY: install system-deps train test test-slow test-all lint format clean bench bench-quick
 
 install: $(STAMP)
 
@@ -12,6 +12,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev,sweep]"
 	touch $(STAMP)
+
+# Debian's Chromium and its driver, for the web pages' browser tests (the demo, the perceptual study). Installed
+# when missing and we may (root, as on CI); otherwise those tests are skipped with a line saying so.
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium / chromedriver not installed (needs root): the browser tests will be skipped"; fi
 
 # The main job: the paper's full method on the bundled sample photos, a few minutes on 2 CPU cores.
 train: install
@@ -27,7 +35,7 @@ bench-quick: install
 	$(PY) -m colorization.bench --quick $(ARGS)
 
 # The default test suite (under 15 minutes on 2 CPU cores).
-test: install
+test: install system-deps
 	$(PY) -m pytest $(ARGS)
 
 # The slower end-to-end tests only (the issues' exact commands at full size).
