@@ -4,7 +4,14 @@ from colorization.color.bins import ab_bins
 from colorization.color.decode import annealed_mean, lightness_and_ab_to_rgb
 from colorization.color.encode import SoftEncoder, gray_mask, nearest_bins, soft_encode, soft_encode_sparse
 from colorization.color.lab import lab_to_rgb, rgb_to_lab, rgb_to_lightness, uint8_to_lab, uint8_to_lightness
-from colorization.color.prior import bin_counts, estimate_prior, rebalance_weights, smooth_prior
+from colorization.color.prior import (
+    bin_counts,
+    estimate_prior,
+    image_bin_counts,
+    rebalance_weights,
+    smooth_prior,
+    weight_uncertainty,
+)
 from colorization.color.reference import load_reference, reference_path
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "annealed_mean",
     "bin_counts",
     "estimate_prior",
+    "image_bin_counts",
     "gray_mask",
     "lab_to_rgb",
     "lightness_and_ab_to_rgb",
@@ -27,4 +35,5 @@ __all__ = [
     "SoftEncoder",
     "uint8_to_lab",
     "uint8_to_lightness",
+    "weight_uncertainty",
 ]

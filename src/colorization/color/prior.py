@@ -13,11 +13,18 @@ import torch
 from colorization.color.encode import nearest_bins
 
 
+def image_bin_counts(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """How many pixels of each image of ab (B, 2, h, w) fall nearest to each bin: (B, Q) float64."""
+    B = ab.shape[0]
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2).to(bins.dtype)
+    nearest = nearest_bins(flat, bins, 1)[1][:, 0].view(B, -1)
+    counts = torch.zeros(B, len(bins), dtype=torch.float64, device=ab.device)
+    return counts.scatter_add_(1, nearest, torch.ones_like(nearest, dtype=torch.float64))
+
+
 def bin_counts(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """How many pixels of ab (B, 2, h, w) fall nearest to each bin: (Q,) float64."""
-    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2).to(bins.dtype)
-    nearest = nearest_bins(flat, bins, 1)[1][:, 0]
-    return torch.bincount(nearest, minlength=len(bins)).double()
+    return image_bin_counts(ab, bins).sum(0)
 
 
 def smooth_prior(counts: torch.Tensor, bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
@@ -38,6 +45,25 @@ def estimate_prior(ab_batches: Iterable[torch.Tensor], bins: torch.Tensor, sigma
     if counts.sum() == 0:
         raise ValueError("estimate_prior: the data source yielded no pixels")
     return smooth_prior(counts, bins.cpu(), sigma)
+
+
+def weight_uncertainty(
+    image_counts: torch.Tensor, bins: torch.Tensor, lam: float = 0.5, sigma: float = 5.0, resamples=100, seed=0
+) -> torch.Tensor:
+    """How much the rebalancing weights of a prior estimated from a sample of images would move with another
+    sample: the bootstrap (images resampled with replacement) standard deviation of each bin's weight, relative
+    to the weight itself. ``image_counts`` (N, Q): each sampled image's pixels per bin. Returns (Q,) float64."""
+    counts = image_counts.double().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(counts), (resamples, len(counts)), generator=generator)
+    multiplicity = torch.zeros(resamples, len(counts), dtype=torch.float64).scatter_add_(
+        1, picks, torch.ones(picks.shape, dtype=torch.float64)
+    )
+    kernel = torch.exp(-torch.cdist(bins.double().cpu(), bins.double().cpu()).square() / (2 * sigma**2))
+    priors = (multiplicity @ counts) @ kernel.T  # smooth_prior of each resample, before normalizing
+    priors = priors / priors.sum(1, keepdim=True)
+    weights = torch.stack([rebalance_weights(p, lam).double() for p in priors])
+    return weights.std(0) / weights.mean(0)
 
 
 def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:

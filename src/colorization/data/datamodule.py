@@ -74,8 +74,6 @@ class ColorizationDataModule(L.LightningDataModule):
         streaming: bool = False,
         image_column: str = "image",
         label_column: str | None = None,
-        # crops must be a multiple of this: 8 for the colorization networks; linear probes take 227 (1)
-        crop_multiple: int = 8,
         # speed and scale
         gpu_decode: bool = False,
         batches_per_epoch: int | None = None,
@@ -91,10 +89,8 @@ class ColorizationDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.source not in SOURCES:
             raise ConfigError(f"data.source={hp.source!r} is not one of {SOURCES}")
-        if hp.crop_size <= 0 or hp.crop_size % hp.crop_multiple:
-            raise ConfigError(
-                f"data.crop_size={hp.crop_size}: the network needs a positive multiple of {hp.crop_multiple}"
-            )
+        if hp.crop_size <= 0:
+            raise ConfigError(f"data.crop_size={hp.crop_size} must be > 0")
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
         if hp.on_error not in ON_ERROR:
@@ -242,10 +238,25 @@ class ColorizationDataModule(L.LightningDataModule):
             batch["image"] = images
         return batch
 
-    def ab_batches(self, max_batches: int = 50):
-        """Training crops as uint8 batches, for estimating the prior (a fixed number of batches)."""
-        loader = self._loader(self.train_set, self.hparams.batch_size, train=False, crops="train")
-        for i, batch in enumerate(loader):
-            if i >= max_batches:
-                break
+    def sample_batches(self, images: int | None, seed: int, buffer: int = 10_000):
+        """uint8 batches of a uniform random sample of ``images`` training images (random training crops), drawn
+        from the whole training set: seeded indices for folder, sample and non-streaming Hugging Face sources
+        (all of them when ``images`` is None or larger); for streams, the first ``images`` examples of the stream
+        shuffled with a buffer of ``buffer`` examples (``datasets``' shuffle: shards in random order, then a
+        buffer). For the prior (``color.prior=estimate``) and the data-dependent init (``model.init``)."""
+        train = self.train_set
+        if isinstance(train, HFImageStream):
+            stream = train.dataset.shuffle(seed=seed, buffer_size=buffer)
+            dataset = HFImageStream(
+                stream if images is None else stream.take(images),
+                train.transform,
+                train.image_column,
+                train.label_column,
+                train.on_error,
+                train.encoded,
+            )
+        else:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+            dataset = torch.utils.data.Subset(train, order if images is None else order[:images])
+        for batch in self._loader(dataset, self.hparams.batch_size, train=False, crops="train"):
             yield self.on_before_batch_transfer(batch)["image"]
