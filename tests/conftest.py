@@ -20,7 +20,7 @@ TINY = [
     "data.batch_size=4",
     "data.num_workers=0",
     "data.val_crops=8",
-    "color.prior_batches=2",
+    "color.prior_images=8",
 ]
 
 

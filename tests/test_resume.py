@@ -88,7 +88,7 @@ def overrides(photos, log_dir: Path, max_steps: int) -> list[str]:
         "data.resize=null",
         "data.batch_size=1",
         "data.num_workers=0",
-        "color.prior_batches=1",
+        "color.prior_images=4",
         "+trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "callbacks.model_checkpoint.monitor=null",

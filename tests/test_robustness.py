@@ -478,7 +478,7 @@ def test_train_on_a_folder_of_bad_and_odd_images_exits_0_and_names_every_skipped
         "data.resize=64",
         "data.batch_size=2",
         "data.num_workers=2",
-        "color.prior_batches=50",
+        "color.prior_images=400",
     ]
     env = {**os.environ, "COLORIZATION_LOG_DIR": str(tmp_path / "logs"), "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -5,21 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import time
 from pathlib import Path
 
 import hydra
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from colorization.color import ab_bins, estimate_prior, load_reference
+from colorization.color import ab_bins, load_reference, uint8_to_lightness
 from colorization.data.safety import load_checkpoint
 from colorization.errors import ConfigError
+from colorization.models.batchnorm import BATCHNORM_KINDS
+from colorization.models.data_init import INIT_METHODS, kmeans_init
 from colorization.models.init_from import load_body_weights
 from colorization.models.losses import VARIANTS
-from colorization.models.module import lab_inputs
+from colorization.models.module import network_class
+from colorization.prior import estimate_prior_from_data, load_prior, save_prior
 from colorization.sweeps import job_guard
 from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
 
@@ -40,9 +42,9 @@ def validate(cfg: DictConfig) -> None:
     """Cheap checks of the values that would otherwise fail deep inside a run."""
     for key in ("loss.lam", "loss.sigma", "model.temperature"):
         _check_type(cfg, key, float)
-    for key in ("loss.k", "data.crop_size", "data.batch_size", "trainer.max_steps", "color.prior_batches"):
+    for key in ("loss.k", "data.crop_size", "data.batch_size", "trainer.max_steps", "model.init_batches"):
         _check_type(cfg, key, int)
-    for key in ("data.resize", "data.num_workers"):
+    for key in ("data.resize", "data.num_workers", "color.prior_images"):
         _check_type(cfg, key, int, optional=True)
     if (cfg.data.get("num_workers") or 0) < 0:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
@@ -57,6 +59,21 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.k={loss.k} must be >= 1")
     if cfg.model.temperature <= 0:
         raise ConfigError(f"model.temperature={cfg.model.temperature} must be > 0")
+    model = cfg.model
+    try:
+        net = network_class(model.arch)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if cfg.data.crop_size % net.crop_multiple:
+        raise ConfigError(
+            f"data.crop_size={cfg.data.crop_size}: model.arch={model.arch} needs a multiple of {net.crop_multiple}"
+        )
+    if model.get("batchnorm", "caffe") not in BATCHNORM_KINDS:
+        raise ConfigError(f"model.batchnorm={model.batchnorm!r} is not one of {BATCHNORM_KINDS}")
+    if model.get("init", "default") not in INIT_METHODS:
+        raise ConfigError(f"model.init={model.init!r} is not one of {INIT_METHODS}")
+    if (cfg.color.get("prior_images") or 1) < 1:
+        raise ConfigError(f"color.prior_images={cfg.color.prior_images} must be >= 1 (or null: every image)")
     if cfg.ckpt_path and cfg.ckpt_path != "last" and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file")
 
@@ -85,46 +102,87 @@ def resolve_bins(cfg: DictConfig) -> torch.Tensor:
     return bins
 
 
-def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor) -> torch.Tensor:
-    """color.prior: "official" (the authors' ImageNet prior), a .npy path, or "estimate" (cached)."""
+def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor, rank: int = 0) -> torch.Tensor:
+    """color.prior: "official" (the authors' ImageNet prior), a prior file (colorization.prior's .npz, or the
+    authors' prior_probs.npy), or "estimate": a seeded uniform sample of the training images, cached per data
+    source, bins, sample and stride. Under DDP, ranks > 0 wait for rank 0's estimate, so all use the same prior."""
     source = str(cfg.color.prior)
-    if source != "estimate":
-        prior = load_reference("prior_probs.npy", None if source == "official" else source, cfg.color.download)
+    if source == "official":
+        prior = torch.from_numpy(load_reference("prior_probs.npy", None, cfg.color.download))
         if len(prior) != len(bins):
             raise ConfigError(
-                f"color.prior={source} has {len(prior)} bins but color.bins={cfg.color.bins} has {len(bins)}"
+                f"color.prior=official has {len(prior)} bins but color.bins={cfg.color.bins} has {len(bins)}"
             )
-        return torch.from_numpy(prior)
+        return prior
+    if source != "estimate":
+        return load_prior(source, bins, download=cfg.color.download)
+    stride = network_class(cfg.model.arch).target_stride
+    color = cfg.color
     key = json.dumps(
         {
             "data": OmegaConf.to_container(cfg.data, resolve=True),
             "bins": bins.tolist(),
-            "batches": cfg.color.prior_batches,
+            "images": color.prior_images,
+            "seed": color.prior_seed,
+            "buffer": color.prior_buffer,
+            "stride": stride,
         },
         sort_keys=True,
         default=str,
     )
-    cache = Path(cfg.paths.cache_dir).expanduser() / f"prior_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    cache = Path(cfg.paths.cache_dir).expanduser() / f"prior_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if rank > 0:
+        wait_for_file(cache, "rank 0's prior estimate")
     if cache.is_file():
         log.info("prior: cached estimate %s", cache)
-        return torch.from_numpy(np.load(cache, allow_pickle=False))
-    log.info("prior: estimating from %d training batches", cfg.color.prior_batches)
-    datamodule.setup("fit")
-    prior = estimate_prior((lab_inputs(images)[1] for images in datamodule.ab_batches(cfg.color.prior_batches)), bins)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, prior.numpy())
-    os.replace(tmp, cache)
+        return load_prior(cache, bins)
+    prior, counts, record = estimate_prior_from_data(
+        datamodule, bins, color.prior_images, color.prior_seed, stride, color.prior_buffer, cfg.loss.lam
+    )
+    save_prior(cache, bins, prior, counts, record)
     return prior
+
+
+def wait_for_file(path: Path, what: str, timeout: float = 3600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise ConfigError(f"waited {timeout:.0f} s for {what} ({path}); is rank 0 running?")
+        time.sleep(1.0)
+
+
+def data_dependent_init(cfg: DictConfig, model, datamodule, device: torch.device) -> None:
+    """model.init=kmeans: the authors' within-layer k-means init on ``model.init_batches`` training batches
+    (a seeded uniform sample), on ``device``. Recorded in the run's log; a resumed run skips it."""
+    images = cfg.model.init_batches * cfg.data.batch_size
+    start = time.monotonic()
+    datamodule.setup("fit")
+    batches = [
+        uint8_to_lightness(b.to(device))
+        for b in datamodule.sample_batches(images, cfg.seed + 1, cfg.color.prior_buffer)
+    ]
+    net = model.net.to(device)
+    records = kmeans_init(net, batches, seed=cfg.seed)
+    model.net.cpu()
+    log.info(
+        "model.init=kmeans: %d layers initialized on %d training images in %.0f s",
+        len(records),
+        sum(len(b) for b in batches),
+        time.monotonic() - start,
+    )
 
 
 def build_model(cfg: DictConfig, bins: torch.Tensor, prior: torch.Tensor | None, **overrides) -> L.LightningModule:
     """The LightningModule of cfg.model, with plain containers in its hyperparameters (so checkpoints load
     with weights_only=True); ``model.init_from`` is a run option, not a hyperparameter."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg.pop("init_from", None)
+    for run_option in ("init_from", "init_batches"):
+        model_cfg.pop(run_option, None)
     loss = OmegaConf.to_container(cfg.loss, resolve=True)
-    return hydra.utils.instantiate(model_cfg, loss=loss, bins=bins, prior=prior, _convert_="all", **overrides)
+    # _recursive_=False: model.optimizer and model.scheduler stay configs (the module instantiates them itself)
+    return hydra.utils.instantiate(
+        model_cfg, loss=loss, bins=bins, prior=prior, _convert_="all", _recursive_=False, **overrides
+    )
 
 
 def train(cfg: DictConfig) -> L.Trainer:
@@ -141,16 +199,26 @@ def train(cfg: DictConfig) -> L.Trainer:
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
     if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
         raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
+    if cfg.trainer.get("sync_batchnorm") and cfg.model.get("batchnorm") == "caffe":
+        raise ConfigError(
+            "trainer.sync_batchnorm=true would replace model.batchnorm=caffe by torch's SyncBatchNorm, which has "
+            "another moving average: use model.batchnorm=affine, or trainer.sync_batchnorm=false"
+        )
     L.seed_everything(cfg.seed, workers=True)
-    prior = resolve_prior(cfg, datamodule, bins)
+    prior = resolve_prior(cfg, datamodule, bins, trainer.global_rank)
     # seed again: whether the prior was estimated (drawing random crops) or read from the cache, the
     # network starts from the same weights, so a resumed run and a fresh one agree
     L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
     model = build_model(cfg, bins, prior)
-    if init_from := cfg.model.get("init_from"):
+    init = cfg.model.get("init", "default")
+    if init_from := cfg.model.get("init_from"):  # another run's weights: they take precedence over model.init
         tensors = load_body_weights(model, init_from)
-        log.info("model.init_from: %d tensors from %s (all but the head)", len(tensors), init_from)
+        log.info("model.init_from: %d tensors from %s (all but the head; model.init not run)", len(tensors), init_from)
+    elif init == "kmeans" and ckpt_path:
+        log.info("model.init=kmeans: not rerun, the weights come from ckpt_path=%s", ckpt_path)
+    elif init == "kmeans" and trainer.global_rank == 0:  # DDP broadcasts rank 0's weights when it wraps the model
+        data_dependent_init(cfg, model, datamodule, trainer.strategy.root_device)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:

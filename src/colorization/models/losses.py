@@ -1,8 +1,12 @@
-"""The paper's three objectives, as per-pixel losses over the 1/4-resolution targets.
+"""The paper's three objectives over the targets (1/4 or 1/8 of the input resolution), at the authors' scale.
 
-Normalization: every loss is a mean over all B x h x w target pixels (gray images included, their
-terms zeroed), i.e. nats per pixel for the classification losses. The authors' Caffe loss divides
-the per-image sum by the batch size only; multiply by h x w to compare (e.g. 56 x 56 at 224 input).
+Normalization, as the authors' Caffe loss: each image's loss is summed over its h x w target pixels (and, for
+the classification losses, over the bins), then averaged over the N images of the batch (``loss``). Weight
+decay is added to the gradient of exactly this objective, so its strength relative to the data term is the
+authors' (a per-pixel mean would make a given decay h x w = 1,936 times stronger at 176 crops). For reading,
+``loss_per_pixel`` is the same divided by h x w, and ``ce`` the unweighted soft cross-entropy per pixel in nats.
+The L2 loss is the paper's 1/2 ||Y - Y_hat||^2 per pixel in ab units, summed and averaged likewise.
+Gray images (the non-gray mask is 0) contribute nothing, in every variant; they stay in N, as in Caffe.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ class ColorizationLoss(nn.Module):
         return self.variant != "l2"
 
     def forward(self, output: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        """Returns ``loss`` (what is optimized) and, for classification, the unweighted ``ce``."""
+        """``loss`` (what is optimized: per image, summed over pixels), ``loss_per_pixel``, and for the
+        classification losses the unweighted per-pixel cross-entropy ``ce``."""
         mask = batch["mask"].view(-1, 1, 1)
+        images, pixels = output.shape[0], output.shape[-2] * output.shape[-1]
         if self.variant == "l2":
-            per_pixel = 0.5 * (AB_SCALE * output.float() - batch["ab"]).square().sum(1)
-            return {"loss": (per_pixel * mask).mean()}
+            per_pixel = 0.5 * (AB_SCALE * output.float() - batch["ab"]).square().sum(1) * mask
+            loss = per_pixel.sum() / images
+            return {"loss": loss, "loss_per_pixel": loss / pixels}
         ce = soft_cross_entropy(output, batch["idx"], batch["wts"]) * mask
         # rebalancing weight of each pixel's nearest bin (the argmax of its soft target)
         weighted = ce * batch["pixel_weight"] if self.variant == "rebalanced" else ce
-        return {"loss": weighted.mean(), "ce": ce.mean()}
+        loss = weighted.sum() / images
+        return {"loss": loss, "loss_per_pixel": loss / pixels, "ce": ce.mean()}

@@ -5,6 +5,7 @@ The module owns the bins and the prior (as buffers), so a checkpoint alone is en
 
 from __future__ import annotations
 
+import hydra
 import lightning as L
 import torch
 from torch import nn
@@ -23,18 +24,24 @@ from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
 
-TARGET_STRIDE = 4  # targets and outputs live at 1/4 of the input resolution
-
 ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNetColorization}
+# The defaults of the network options: the layout of the authors' PyTorch port, which is also that of every
+# checkpoint written before these options existed (so those load unchanged). The configs choose the Caffe layout.
+PORT_LAYOUT = {"batchnorm": "affine", "input_scale": 100.0}
 
 
-def build_network(arch: str, out_channels: int) -> nn.Module:
+def network_class(arch: str) -> type[nn.Module]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](out_channels=out_channels)
+    return ARCHITECTURES[arch]
 
 
-def lab_inputs(images: torch.Tensor, stride: int = TARGET_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
+def build_network(arch: str, out_channels: int, **options) -> nn.Module:
+    """The network of ``model.arch`` with ``options`` (batchnorm, input_scale, width)."""
+    return network_class(arch)(out_channels=out_channels, **options)
+
+
+def lab_inputs(images: torch.Tensor, stride: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors).
 
     Only the picked pixels are converted to float for ab; L comes from a lookup table for uint8 input."""
@@ -51,6 +58,8 @@ class ColorizationModule(L.LightningModule):
         loss: dict | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        bias_lr_mult: float = 1.0,
+        bias_decay_mult: float = 1.0,
         temperature: float = 0.38,
         gray_threshold: float = 5.0,
         channels_last: bool = False,
@@ -58,7 +67,14 @@ class ColorizationModule(L.LightningModule):
         prior: torch.Tensor | None = None,
         num_bins: int | None = None,
         compile: bool = False,
+        batchnorm: str = PORT_LAYOUT["batchnorm"],
+        input_scale: float = PORT_LAYOUT["input_scale"],
+        width: float = 1.0,
+        init: str = "default",
     ):
+        """``batchnorm``, ``input_scale``, ``width``: the network's options (``model.*``; their defaults here are the
+        PyTorch port's layout, as in checkpoints written before they existed). ``init``: how ``colorization.train``
+        initialized the weights ("default": PyTorch's, "kmeans": ``models.data_init``), kept as a record."""
         super().__init__()
         self.save_hyperparameters(ignore=["bins", "prior"])
         loss = {"name": "rebalanced", "k": 5, "sigma": 5.0, "lam": 0.5, **(loss or {})}
@@ -73,11 +89,10 @@ class ColorizationModule(L.LightningModule):
         self.hparams.num_bins = len(bins)
         self.hparams.loss = loss
         self.criterion = ColorizationLoss(loss["name"])
-        self.net = build_network(arch, len(bins) if self.criterion.classification else 2)
+        out_channels = len(bins) if self.criterion.classification else 2
+        self.net = build_network(arch, out_channels, batchnorm=batchnorm, input_scale=input_scale, width=width)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if compile:  # in place, so parameter names (and checkpoints) stay the same
-            self.net.compile()
         self.encoder = SoftEncoder(bins, k=loss["k"], sigma=loss["sigma"])
         self.register_buffer("prior", prior.float())
         self.register_buffer("class_weights", rebalance_weights(prior, loss["lam"]))
@@ -92,10 +107,17 @@ class ColorizationModule(L.LightningModule):
     def bins(self) -> torch.Tensor:
         return self.encoder.bins
 
+    def configure_model(self) -> None:
+        """torch.compile the network in place (parameter names, and so checkpoints, stay the same). Here rather than
+        in __init__, so that a data-dependent initialization (model.init) runs on the plain network before."""
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
     # ---- data on the device -------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0) -> dict:
         images = batch["image"] if isinstance(batch, dict) else batch
-        L_full, ab = lab_inputs(images)
+        L_full, ab = lab_inputs(images, self.net.target_stride)
         out = {"image": images, "L": L_full, "ab": ab, "mask": gray_mask(ab, self.hparams.gray_threshold)}
         for key in ("label", "skipped"):  # skipped: files the datasets replaced (callbacks.SkippedImages counts)
             if isinstance(batch, dict) and key in batch:
@@ -112,7 +134,7 @@ class ColorizationModule(L.LightningModule):
         return self.net(L_full)
 
     def predict_ab(self, L_full: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """L (B, 1, H, W) -> predicted ab (B, 2, H/4, W/4): annealed mean, or the regression output."""
+        """L (B, 1, H, W) -> predicted ab at the targets' resolution: annealed mean, or the regression output."""
         output = self(L_full)
         if not self.criterion.classification:
             return AB_SCALE * output.float()
@@ -150,16 +172,31 @@ class ColorizationModule(L.LightningModule):
         return self._step(batch, "test")
 
     def configure_optimizers(self):
-        cfg = {"name": "adam", "lr": 3e-5, "betas": (0.9, 0.99), "weight_decay": 1e-3, **(self.hparams.optimizer or {})}
-        name = cfg.pop("name")
-        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-        if name not in optimizers:
-            raise ValueError(f"model.optimizer.name={name!r} is not one of {sorted(optimizers)}")
-        if name == "sgd":
-            cfg.pop("betas", None)
-        optimizer = optimizers[name](self.parameters(), **cfg)
+        """``model.optimizer`` and ``model.scheduler`` (Hydra ``_target_`` + ``_partial_``), with Caffe's per-blob
+        multipliers as parameter groups: biases get ``bias_lr_mult`` x lr and ``bias_decay_mult`` x weight decay."""
+        optimizer_cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
+        lr, decay = optimizer_cfg.get("lr", 1e-3), optimizer_cfg.get("weight_decay", 0.0)
+        groups = caffe_param_groups(self.net, lr, decay, self.hparams.bias_lr_mult, self.hparams.bias_decay_mult)
+        optimizer = hydra.utils.instantiate(optimizer_cfg, _convert_="all")(groups)
         if not self.hparams.scheduler:
             return optimizer
-        # the authors' schedule: lr x gamma every step_size iterations
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **self.hparams.scheduler)
+        scheduler = hydra.utils.instantiate(dict(self.hparams.scheduler), _convert_="all")(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# The paper's Adam (used when a module is built without an optimizer config)
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-5, "betas": [0.9, 0.99]}
+
+
+def caffe_param_groups(net: nn.Module, lr: float, decay: float, bias_lr_mult=1.0, bias_decay_mult=1.0) -> list[dict]:
+    """Caffe's ``param { lr_mult decay_mult }`` as torch parameter groups: weights x1, biases x the multipliers.
+
+    Weight decay is coupled (added to the gradient), in Caffe and in torch's Adam and SGD alike."""
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    weights = [p for n, p in named if not n.endswith(".bias")]
+    biases = [p for n, p in named if n.endswith(".bias")]
+    groups = [
+        {"params": weights, "lr": lr, "weight_decay": decay},
+        {"params": biases, "lr": lr * bias_lr_mult, "weight_decay": decay * bias_decay_mult},
+    ]
+    return [g for g in groups if g["params"]]
