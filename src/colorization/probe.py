@@ -16,9 +16,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from colorization.color import uint8_to_lightness
 from colorization.errors import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
-from colorization.models.module import build_network
+from colorization.models.batchnorm import fold_batchnorm
+from colorization.models.data_init import calibrate_gradient_ratio
+from colorization.models.module import PORT_LAYOUT, build_network
 from colorization.models.pretrained import load_checkpoint
 from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
 from colorization.utils import config_dir, one_line_errors, register_resolvers
@@ -49,8 +52,8 @@ def validate(cfg: DictConfig) -> None:
     if not probe.layers:
         raise ConfigError("probe.layers is empty: give at least one layer and its size, e.g. {conv5: [6, 6]}")
     for layer, size in probe.layers.items():
-        if len(size) != 2 or min(size) < 1:
-            raise ConfigError(f"probe.layers.{layer}={list(size)}: give a positive [height, width]")
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ConfigError(f"probe.layers.{layer}={list(size)}: give a positive [height, width] (or null: as it is)")
     if probe.num_classes is not None and probe.num_classes < 2:
         raise ConfigError(f"probe.num_classes={probe.num_classes} must be >= 2")
     data = cfg.data
@@ -60,14 +63,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.labels=false: probing needs the class sub-folders of data.root (data.labels=true)")
     if data.source == "hf" and not data.get("label_column"):
         raise ConfigError("data.label_column is not set: probing needs labels (e.g. data.label_column=label)")
-    if data.crop_size < MIN_SIZE_FEATURES:
+    if probe.classic and data.crop_size < MIN_SIZE_FEATURES:
         raise ConfigError(
             f"data.crop_size={data.crop_size}: AlexNet's pool5 needs crops of at least {MIN_SIZE_FEATURES}"
         )
 
 
 def load_backbone(ckpt_path: str) -> tuple[torch.nn.Module, dict]:
-    """The colorization network of a training checkpoint, and the checkpoint's hyperparameters."""
+    """The colorization network of a training checkpoint (eval mode), and the checkpoint's hyperparameters."""
     module = load_checkpoint(ckpt_path)
     net = module.net
     if not hasattr(net, "features"):
@@ -75,7 +78,31 @@ def load_backbone(ckpt_path: str) -> tuple[torch.nn.Module, dict]:
             f"ckpt_path={ckpt_path}: model.arch={module.hparams.arch!r} exposes no per-layer features; "
             "linear probes need a model=alexnet checkpoint"
         )
-    return net, dict(module.hparams)
+    return net.eval(), dict(module.hparams)
+
+
+class _ProbedTrunk(torch.nn.Module):
+    """A backbone as a function of L to its last probed activation (pool5), for the gradient-ratio calibration."""
+
+    def __init__(self, net: torch.nn.Module, classic: bool):
+        super().__init__()
+        self.net, self.classic = net, classic
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.net.features(L, classic=self.classic)["pool5"]
+
+
+def prepare_backbone(net: torch.nn.Module, cfg: DictConfig, datamodule) -> torch.nn.Module:
+    """The authors' post-processing of the probed net: BatchNorm folded into the convolutions (probe.fold_batchnorm),
+    then magic init's between-layer calibration on one training batch (probe.rescale)."""
+    if cfg.probe.fold_batchnorm:
+        log.info("probe: folded %d BatchNorm layers into their convolutions", fold_batchnorm(net))
+    if cfg.probe.rescale:
+        batch = next(iter(datamodule.sample_batches(cfg.data.batch_size, cfg.seed, 0)))
+        L_batch = uint8_to_lightness(batch)
+        ratios = calibrate_gradient_ratio(_ProbedTrunk(net, cfg.probe.classic), L_batch, seed=cfg.seed)
+        log.info("probe: rescaled (gradient / weight ratios now %s)", ", ".join(f"{r:.3g}" for r in ratios))
+    return net
 
 
 def class_names(datamodule, label_column: str | None) -> list[str] | None:
@@ -131,12 +158,15 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     net, hparams = load_backbone(cfg.ckpt_path)
-    backbones = {CHECKPOINT: net}
-    for name in cfg.probe.baselines or []:
-        if name == "random":  # same architecture, fresh initialization (seeded)
-            backbones[name] = build_network(hparams["arch"], net.out_channels)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
+    backbones = {CHECKPOINT: net}
+    for name in cfg.probe.baselines or []:
+        if name == "random":  # same architecture and options, fresh initialization (seeded)
+            options = {key: hparams.get(key, default) for key, default in {**PORT_LAYOUT, "width": 1.0}.items()}
+            backbones[name] = build_network(hparams["arch"], net.out_channels, **options).eval()
+    for backbone in backbones.values():
+        prepare_backbone(backbone, cfg, datamodule)
     n_train = len(datamodule.train_set) if hasattr(datamodule.train_set, "__len__") else None
     if n_train is not None and n_train < cfg.data.batch_size:  # the training loader drops the last partial batch
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {n_train} training images")
@@ -146,7 +176,7 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
     if num_classes is None:
         raise ConfigError("probe.num_classes is not set and cannot be read from the data: pass probe.num_classes=N")
     val_images = check_validation_labels(datamodule, num_classes, label_column)
-    layers = {k: list(v) for k, v in cfg.probe.layers.items()}
+    layers = {k: (list(v) if v is not None else None) for k, v in cfg.probe.layers.items()}
     model = LinearProbes(
         backbones,
         num_classes=num_classes,
@@ -154,6 +184,10 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
         reduce=cfg.probe.reduce,
         optimizer=OmegaConf.to_container(cfg.probe.optimizer),
         scheduler=OmegaConf.to_container(cfg.probe.scheduler) if cfg.probe.scheduler else None,
+        bias_lr_mult=cfg.probe.bias_lr_mult,
+        bias_decay_mult=cfg.probe.bias_decay_mult,
+        classic=cfg.probe.classic,
+        input_size=cfg.data.crop_size,
     )
     configured = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks = configured + list(callbacks or [])
@@ -178,7 +212,7 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
         "val_images": val_images,
         "train_steps": trainer.global_step,
         "reduce": cfg.probe.reduce,
-        "layers": layers,
+        "layers": {layer: list(model.heads[model.key(CHECKPOINT, layer)].out_size) for layer in layers},
         "feature_channels": {layer: net.feature_channels[layer] for layer in layers},
         "results": {
             b: {layer: {k: float(metrics[f"val/{b}/{layer}/{k}"]) for k in ("top1", "top5")} for layer in layers}

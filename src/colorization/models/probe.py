@@ -1,14 +1,15 @@
 """Linear probes: frozen backbones, one linear classifier per (backbone, layer), all trained jointly.
 
-Protocol (PAPER.md, "Representation learning"): each layer's post-ReLU activation is reduced to about
-9k values (bilinear resize, the authors' protocol, or average pooling, Goyal et al. 2019), passed
-through a parameter-free BatchNorm (per channel, ``affine=False``), then a linear layer trained with
-softmax cross-entropy. One pass over the data trains every head of every backbone: the backbones run
-once per batch, the heads' losses are summed (their gradients do not interact).
+Protocol (PAPER.md, the authors' ``feature_learning_tests/linear``): each layer's post-ReLU activation is resized
+to about 9k values (bilinear; or average pooling, as Goyal et al. 2019), passed through a BatchNorm without
+parameters (Caffe's), then a linear layer trained with softmax cross-entropy. One pass over the data trains every
+head of every backbone: the backbones run once per batch, the heads' losses are summed (their gradients do not
+interact, as the authors' eight loss layers of weight 1).
 """
 
 from __future__ import annotations
 
+import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -17,13 +18,18 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from colorization.color import rgb_to_lightness
+from colorization.models.batchnorm import CaffeBatchNorm2d
+from colorization.models.module import caffe_param_groups
 
 REDUCE_MODES = ("bilinear", "avgpool")
 IGNORE_LABEL = -1  # a validation image whose class the training set does not have
 
 
-def reduce_features(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """(B, C, h, w) -> (B, C, *size): bilinear resize (half-pixel centres) or adaptive average pooling."""
+def reduce_features(x: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear") -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, *size): bilinear resize (half-pixel centres) or adaptive average pooling; as it is
+    when ``size`` is None."""
+    if size is None:
+        return x
     if mode == "bilinear":
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
     if mode == "avgpool":
@@ -32,28 +38,32 @@ def reduce_features(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinea
 
 
 class Frozen(nn.Module):
-    """A backbone that stays in eval mode (BatchNorm statistics fixed) and gets no gradients."""
+    """A backbone that stays in eval mode (BatchNorm statistics fixed) and gets no gradients. ``classic``: its
+    features in AlexNet's classic geometry (the authors' probes), or in the geometry it was trained in."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, classic: bool = True):
         super().__init__()
-        self.net = net.requires_grad_(False).eval()
+        self.net, self.classic = net.requires_grad_(False).eval(), classic
 
     def train(self, mode: bool = True) -> Frozen:
         return super().train(False)  # Lightning calls model.train() each epoch: ignore it
 
     @torch.no_grad()
     def forward(self, L_full: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net.features(L_full)
+        return self.net.features(L_full, classic=self.classic)
 
 
 class LinearHead(nn.Module):
-    """Reduce to (C, h, w), parameter-free BatchNorm, flatten, linear."""
+    """Resize to (C, h, w) (or keep the layer's own size), parameter-free BatchNorm, flatten, linear.
 
-    def __init__(self, channels: int, size: tuple[int, int], num_classes: int, mode: str):
+    ``in_size``: the layer's own (h, w), which fixes the linear layer's width when ``size`` is None."""
+
+    def __init__(self, channels: int, size, num_classes: int, mode: str, in_size=None):
         super().__init__()
-        self.size, self.mode = tuple(size), mode
-        self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.linear = nn.Linear(channels * self.size[0] * self.size[1], num_classes)
+        self.size, self.mode = (tuple(size) if size is not None else None), mode
+        h, w = self.out_size = self.size or tuple(in_size)
+        self.norm = CaffeBatchNorm2d(channels)
+        self.linear = nn.Linear(channels * h * w, num_classes)
         nn.init.normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
 
@@ -68,11 +78,19 @@ class LinearProbes(L.LightningModule):
         self,
         backbones: dict[str, nn.Module],
         num_classes: int,
-        layers: dict[str, tuple[int, int]],
+        layers: dict[str, tuple[int, int] | None],
         reduce: str = "bilinear",
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        bias_lr_mult: float = 1.0,
+        bias_decay_mult: float = 1.0,
+        classic: bool = True,
+        input_size: int = 227,
     ):
+        """``layers``: layer -> [h, w] its activation is resized to, or None (as it is at ``input_size`` crops).
+        ``optimizer``, ``scheduler``: Hydra configs (``_target_``, ``_partial_``; the scheduler's ``interval``:
+        step or epoch); biases get ``bias_lr_mult`` x lr and ``bias_decay_mult`` x weight decay (Caffe's
+        lr_mult / decay_mult). ``classic``: probe in AlexNet's classic geometry (the authors')."""
         super().__init__()
         self.save_hyperparameters(ignore=["backbones"])
         self.strict_loading = False  # probe checkpoints hold the heads only (see on_save_checkpoint)
@@ -80,13 +98,20 @@ class LinearProbes(L.LightningModule):
             raise ValueError(f"probe.reduce={reduce!r} is not one of {REDUCE_MODES}")
         if num_classes < 2:
             raise ValueError(f"probe.num_classes={num_classes} must be >= 2")
-        self.backbones = nn.ModuleDict({name: Frozen(net) for name, net in backbones.items()})
+        self.backbones = nn.ModuleDict({name: Frozen(net, classic) for name, net in backbones.items()})
         self.heads = nn.ModuleDict()
         for name, net in backbones.items():
+            native = {}
+            if any(size is None for size in layers.values()):
+                with torch.no_grad():  # the layers' own sizes at the probe's crops
+                    probe_input = torch.zeros(1, 1, input_size, input_size)
+                    native = {k: v.shape[-2:] for k, v in Frozen(net, classic)(probe_input).items()}
             for layer, size in layers.items():
                 if layer not in net.feature_channels:
                     raise ValueError(f"probe.layers: {layer!r} is not one of {list(net.feature_channels)}")
-                self.heads[self.key(name, layer)] = LinearHead(net.feature_channels[layer], size, num_classes, reduce)
+                channels = net.feature_channels[layer]
+                head = LinearHead(channels, size, num_classes, reduce, native.get(layer))
+                self.heads[self.key(name, layer)] = head
         top5 = min(5, num_classes)  # with fewer than 5 classes "top5" is trivially 1
         metrics = MetricCollection(
             {
@@ -180,10 +205,18 @@ class LinearProbes(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        cfg = {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, **(self.hparams.optimizer or {})}
-        optimizer = torch.optim.SGD(self.heads.parameters(), **cfg)
-        if not self.hparams.scheduler:
+        hp = self.hparams
+        optimizer_cfg = dict(hp.optimizer or DEFAULT_PROBE_OPTIMIZER)
+        lr, decay = optimizer_cfg.get("lr", 0.01), optimizer_cfg.get("weight_decay", 0.0)
+        groups = caffe_param_groups(self.heads, lr, decay, hp.bias_lr_mult, hp.bias_decay_mult)
+        optimizer = hydra.utils.instantiate(optimizer_cfg, _convert_="all")(groups)
+        if not hp.scheduler:
             return optimizer
-        # lr x gamma at each milestone epoch
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, **self.hparams.scheduler)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler_cfg = dict(hp.scheduler)
+        interval = scheduler_cfg.pop("interval", "step")
+        scheduler = hydra.utils.instantiate(scheduler_cfg, _convert_="all")(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+# The authors' probe solver (plain momentum SGD), used when none is configured
+DEFAULT_PROBE_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9}
