@@ -26,7 +26,7 @@ PAPER_AMT = {
     "Ours (L2)": (21.2, "[unverified]"),
     "Ours (L2, ft)": (23.9, "[unverified]"),
     "Ours (class)": (25.2, "[unverified]"),
-    "Ours (full)": (32.3, "confirmed in the paper's text"),
+    "Ours (full)": (32.3, "(confirmed in the paper's text)"),
 }
 
 
@@ -120,7 +120,7 @@ def _paper_cell(row: str) -> str:
     if row not in PAPER_AMT:
         return "-"
     value, label = PAPER_AMT[row]
-    return f"{value:.1f} ({label})"
+    return f"{value:.1f} {label}"
 
 
 def _rate_cell(r: Rate) -> str:
@@ -173,13 +173,14 @@ def bar_chart(all_rates: list[Rate], kept_rates: list[Rate], path: Path, confide
         errors = np.array([[r.rate - r.low, r.high - r.rate] for r in rates]).T
         ax.bar(x + shift, values, width=0.34, yerr=errors, capsize=4, label=f"{label} ({confidence:.0%} bootstrap)")
     paper = [PAPER_AMT.get(r.paper_row, (np.nan, ""))[0] for r in all_rates]
-    ax.scatter(x, paper, marker="D", color="black", zorder=3, label="paper, Table 1")
+    ax.scatter(x, paper, marker="D", color="black", zorder=3, label="paper, Table 1 (only 32.3 confirmed)")
     ax.axhline(50, color="gray", linestyle="--", linewidth=1)
     ax.set_xticks(x, [r.method for r in all_rates])
     ax.set_ylabel("fooled (%)")
-    ax.set_ylim(0, 60)
+    highs = [r.high for r in [*all_rates, *kept_rates] if not math.isnan(r.high)]
+    ax.set_ylim(0, max([65.0, *(h + 5 for h in highs)]))
     ax.set_title("Colorization Turing test")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
