@@ -84,7 +84,8 @@ def test_make_writes_the_photos_the_pairs_and_the_protocol(photo_dir, trained_ch
         expected = np.clip(lab2rgb(np.dstack([lab[..., 0], previous[..., 1:]])), 0, 1) * 255
         assert np.abs(random - expected).mean() < 1.5
         full = np.asarray(Image.open(study / "images" / "full" / f"{i:04d}.png")).astype(float)
-        assert full.shape == (256, 256, 3) and np.allclose(rgb2lab(full / 255)[..., 0], lab[..., 0], atol=1.5)
+        assert full.shape == (256, 256, 3)  # the photo's own L (out-of-gamut colors clipped move it a little)
+        assert np.abs(rgb2lab(full / 255)[..., 0] - lab[..., 0]).mean() < 1.0
     rows = (study / "pairs.csv").read_text().splitlines()
     assert rows[0] == "method,phase,pair,left,right,fake_side" and len(rows) == 1 + 3 * len(PHOTOS)
 
@@ -196,8 +197,13 @@ def test_a_participant_in_chromium(baseline_study, tmp_path):
                 driver.find_element(By.ID, "next").click()
             first_test = timed_trial("left")  # a test trial: no feedback, the next trial comes at once
             on("trial")
-            assert post(f"{url}/api/answer", {"participant": "alice", "trial": 0, "answer": "right", "answer_ms": 1,
-                                              "shown_ms": 1})[0] == 409  # no second answer
+            assert (
+                post(
+                    f"{url}/api/answer",
+                    {"participant": "alice", "trial": 0, "answer": "right", "answer_ms": 1, "shown_ms": 1},
+                )[0]
+                == 409
+            )  # no second answer
             wait.until(lambda d: d.execute_script("return window.studyScreen") == "question")
         # the server stops (mid-trial: the open trial was shown, not answered); SQLite holds every answer given
         before = rows_of(study)
@@ -225,8 +231,19 @@ def test_a_participant_in_chromium(baseline_study, tmp_path):
                     trial = json.loads(r.read())
                 assert post(f"{url}/api/show", {"participant": "bob", "trial": trial["trial"]})[0] == 200
                 side = "left" if trial["left"].startswith("/images/real/") else "right"  # always picks the real
-                assert post(f"{url}/api/answer", {"participant": "bob", "trial": trial["trial"], "answer": side,
-                                                  "answer_ms": 150.0, "shown_ms": 1000.0})[0] == 200
+                assert (
+                    post(
+                        f"{url}/api/answer",
+                        {
+                            "participant": "bob",
+                            "trial": trial["trial"],
+                            "answer": side,
+                            "answer_ms": 150.0,
+                            "shown_ms": 1000.0,
+                        },
+                    )[0]
+                    == 200
+                )
                 bob_answers[trial["trial"]] = side
 
     rows = rows_of(study)
@@ -270,7 +287,9 @@ def synthetic_study(root: Path, answers: dict[str, tuple[str, list[tuple[str, st
         db.execute("INSERT INTO participants VALUES (?, ?, 0, NULL)", (pid, method))
         rows = [(pid, 0, "practice", method, "p", "left", "answered", "right", 900.0, 1000.0)]
         rows += [(pid, 1, "test", method, "x", "left", "interrupted", None, None, None)]
-        rows += [(pid, i + 2, "test", method, f"{i}", s, "answered", a, ms, 1000.0) for i, (s, a, ms) in enumerate(trials)]
+        rows += [
+            (pid, i + 2, "test", method, f"{i}", s, "answered", a, ms, 1000.0) for i, (s, a, ms) in enumerate(trials)
+        ]
         db.executemany(
             "INSERT INTO trials (participant, trial, phase, method, pair, fake_side, status, answer, answer_ms, shown_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

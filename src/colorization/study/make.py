@@ -42,7 +42,7 @@ def validate(cfg: DictConfig) -> None:
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"baselines: {unknown} not among {BASELINES}")
-    names = [*cfg.models, *(["authors"] if cfg.authors_weights else []), *cfg.baselines]
+    names = [*(cfg.models or {}), *(["authors"] if cfg.authors_weights else []), *cfg.baselines]
     if not names:
         raise ConfigError("no method: pass models='{name: CKPT}', authors_weights=PATH or baselines=[random,gray]")
     if len(set(names)) != len(names):
@@ -66,7 +66,7 @@ def _device(name: str) -> torch.device:
 def load_methods(cfg: DictConfig) -> dict[str, tuple[torch.nn.Module | None, str]]:
     """name -> (colorizer or None for a baseline, the paper's Table 1 row it corresponds to)."""
     methods: dict[str, tuple[torch.nn.Module | None, str]] = {}
-    for name, path in cfg.models.items():
+    for name, path in (cfg.models or {}).items():
         module = load_checkpoint(path, key=f"models.{name}").eval()
         methods[str(name)] = (module, PAPER_ROW_OF_LOSS.get(module.hparams.loss["name"], ""))
     if cfg.authors_weights:
@@ -160,7 +160,7 @@ def make(cfg: DictConfig) -> Path:
         "temperature": cfg.temperature,
         "methods": {name: {"paper_row": row} for name, (_, row) in methods.items()},
         "sources": {
-            **{str(k): str(v) for k, v in cfg.models.items()},
+            **{str(k): str(v) for k, v in (cfg.models or {}).items()},
             **({"authors": str(cfg.authors_weights)} if cfg.authors_weights else {}),
         },
         "photos": count,

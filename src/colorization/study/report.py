@@ -111,7 +111,16 @@ def fooling_rates(people: list[Participant], methods: dict, samples: int, confid
         low, high = bootstrap_interval(fooled, trials, samples, confidence, np.random.default_rng(seed))
         rate = fooled.sum() / trials.sum()
         rates.append(
-            Rate(method, info["paper_row"], len(mine), int(trials.sum()), int(fooled.sum()), 100 * rate, 100 * low, 100 * high)
+            Rate(
+                method,
+                info["paper_row"],
+                len(mine),
+                int(trials.sum()),
+                int(fooled.sum()),
+                100 * rate,
+                100 * low,
+                100 * high,
+            )
         )
     return rates
 
@@ -151,7 +160,11 @@ def markdown(all_rates: list[Rate], kept_rates: list[Rate], people: list[Partici
         f"{cfg.same_side_fraction:.0%} or more answers on one side."
     )
     if flagged:
-        lines += ["", "| participant | method | trials | median answer (ms) | one side | why |", "|---|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "| participant | method | trials | median answer (ms) | one side | why |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         for p in flagged:
             lines.append(
                 f"| {p.participant} | {p.method} | {p.trials} | {p.median_answer_ms:.0f} | "
