@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -26,7 +26,7 @@ from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
 from colorization.study.db import connect
 from colorization.study.make import make
-from colorization.study.report import PAPER_AMT, bootstrap_interval, report
+from colorization.study.report import bootstrap_interval, report
 from conftest import compose
 from test_evaluate import center_crop
 
@@ -56,9 +56,10 @@ def baseline_study(photo_dir, tmp_path_factory) -> Path:
 
 # ---- make ------------------------------------------------------------------------------------
 def test_make_writes_the_photos_the_pairs_and_the_protocol(photo_dir, trained_checkpoint, tmp_path):
-    study = make_study(photo_dir, tmp_path, [f"models={{full: {trained_checkpoint}}}", "protocol.display_ms=800"])
+    overrides = [f"models={{full: {trained_checkpoint}}}", "protocol.display_ms=800", "protocol.size=64"]
+    study = make_study(photo_dir, tmp_path, overrides)  # 64 x 64 keeps the network cheap; the browser test uses 256
     config = OmegaConf.load(study / "study.yaml")
-    assert dict(config.protocol) == {"size": 256, "display_ms": 800, "practice_trials": 2, "test_trials": 3}
+    assert dict(config.protocol) == {"size": 64, "display_ms": 800, "practice_trials": 2, "test_trials": 3}
     assert list(config.methods) == ["full", "random", "gray"]
     assert config.methods.full.paper_row == "Ours (full)"  # the tiny checkpoint was trained with the full method
     manifest = json.loads((study / "manifest.json").read_text())
@@ -74,17 +75,17 @@ def test_make_writes_the_photos_the_pairs_and_the_protocol(photo_dir, trained_ch
     files = sorted(photo_dir.iterdir())
     for i, source in enumerate(files):
         real = np.asarray(Image.open(study / "images" / "real" / f"{i:04d}.png"))
-        assert np.abs(real.astype(int) - center_crop(source, 256)).max() <= 1
+        assert np.abs(real.astype(int) - center_crop(source, 64)).max() <= 1
         lab = rgb2lab(real)
         gray = np.asarray(Image.open(study / "images" / "gray" / f"{i:04d}.png")).astype(float)
-        expected = lab2rgb(np.dstack([lab[..., 0], np.zeros((256, 256, 2))])) * 255
+        expected = lab2rgb(np.dstack([lab[..., 0], np.zeros((64, 64, 2))])) * 255
         assert np.abs(gray - expected).mean() < 1.0
         random = np.asarray(Image.open(study / "images" / "random" / f"{i:04d}.png")).astype(float)
         previous = rgb2lab(np.asarray(Image.open(study / "images" / "real" / f"{(i - 1) % len(files):04d}.png")))
         expected = np.clip(lab2rgb(np.dstack([lab[..., 0], previous[..., 1:]])), 0, 1) * 255
         assert np.abs(random - expected).mean() < 1.5
         full = np.asarray(Image.open(study / "images" / "full" / f"{i:04d}.png")).astype(float)
-        assert full.shape == (256, 256, 3)  # the photo's own L (out-of-gamut colors clipped move it a little)
+        assert full.shape == (64, 64, 3)  # the photo's own L (out-of-gamut colors clipped move it a little)
         assert np.abs(rgb2lab(full / 255)[..., 0] - lab[..., 0]).mean() < 1.0
     rows = (study / "pairs.csv").read_text().splitlines()
     assert rows[0] == "method,phase,pair,left,right,fake_side" and len(rows) == 1 + 3 * len(PHOTOS)
@@ -365,3 +366,21 @@ def test_bootstrap_interval_matches_the_binomial_for_identical_participants():
         covered += low <= p <= high
     assert abs(np.mean(widths) - 1) < 0.15
     assert covered >= 0.9 * repetitions
+
+
+def test_the_command_line(tmp_path):
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "colorization.study", *args, f"paths.log_dir={tmp_path / 'logs'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+    )
+    usage = subprocess.run([sys.executable, "-m", "colorization.study"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: python -m colorization.study make|serve|report" in usage.stderr
+    with pytest.raises(ConfigError, match="not a study directory"):
+        report(tmp_path / "nowhere", compose([], tmp_path, config_name="study").report, seed=0)
+    study = synthetic_study(tmp_path / "study", {"p1": ("full", [("left", "right", 600.0), ("right", "right", 700.0)])})
+    done = run("report", f"study={study}", "report.bootstrap_samples=100")
+    assert done.returncode == 0, done.stderr
+    assert "| full | Ours (full) | 1 | 2 | 50.0 [50.0, 50.0]" in done.stdout
+    assert (study / "report" / "report.json").is_file()
