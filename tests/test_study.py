@@ -197,6 +197,9 @@ def test_a_participant_in_chromium(baseline_study, tmp_path):
                     driver.save_screenshot(str(shots / "feedback.png"))
                 driver.find_element(By.ID, "next").click()
             first_test = timed_trial("left")  # a test trial: no feedback, the next trial comes at once
+            for side in ("left", "right"):  # the photos of a trial are served while it is open, and never after
+                with pytest.raises(urllib.error.HTTPError, match="404"):
+                    urllib.request.urlopen(f"{url}/image/alice/{first_test}/{side}")
             on("trial")
             assert (
                 post(
@@ -205,6 +208,12 @@ def test_a_participant_in_chromium(baseline_study, tmp_path):
                 )[0]
                 == 409
             )  # no second answer
+            open_trial = rows_of(study)[3]  # on screen now: its photos come from opaque addresses, the fake on its side
+            for side in ("left", "right"):
+                with urllib.request.urlopen(f"{url}/image/alice/3/{side}") as r:
+                    served = r.read()
+                folder = open_trial["method"] if side == open_trial["fake_side"] else "real"
+                assert served == (study / "images" / folder / f"{open_trial['pair']}.png").read_bytes()
             wait.until(lambda d: d.execute_script("return window.studyScreen") == "question")
         # the server stops (mid-trial: the open trial was shown, not answered); SQLite holds every answer given
         before = rows_of(study)
@@ -231,7 +240,9 @@ def test_a_participant_in_chromium(baseline_study, tmp_path):
                 with urllib.request.urlopen(f"{url}/api/next?participant=bob") as r:
                     trial = json.loads(r.read())
                 assert post(f"{url}/api/show", {"participant": "bob", "trial": trial["trial"]})[0] == 200
-                side = "left" if trial["left"].startswith("/images/real/") else "right"  # always picks the real
+                fake_side = next(r["fake_side"] for r in rows_of(study) if r["participant"] == "bob"
+                                 and r["trial"] == trial["trial"])  # fmt: skip
+                side = "right" if fake_side == "left" else "left"  # always takes the real photo for the fake
                 assert (
                     post(
                         f"{url}/api/answer",
@@ -364,7 +375,7 @@ def test_bootstrap_interval_matches_the_binomial_for_identical_participants():
         w_low, w_high = wilson(fooled[k].sum(), participants * trials, 0.95)
         widths.append((high - low) / (w_high - w_low))
         covered += low <= p <= high
-    assert abs(np.mean(widths) - 1) < 0.15
+    assert abs(np.mean(widths) - 1) < 0.15 and abs(np.median(widths) - 1) < 0.15
     assert covered >= 0.9 * repetitions
 
 

@@ -207,6 +207,8 @@ def report(study: Path, cfg, seed: int, out: Path | None = None) -> dict:
         raise ConfigError(f"study={study}: no answers yet ({DATABASE}; run study serve)")
     if not 0 < cfg.confidence < 1 or cfg.bootstrap_samples < 1:
         raise ConfigError("report.confidence must be in (0, 1) and report.bootstrap_samples >= 1")
+    if cfg.fast_median_ms < 0 or not 0.5 < cfg.same_side_fraction <= 1:
+        raise ConfigError("report.fast_median_ms must be >= 0 and report.same_side_fraction in (0.5, 1]")
     people = participants(test_answers(study / DATABASE), cfg.fast_median_ms, cfg.same_side_fraction)
     methods = config["methods"]
     all_rates = fooling_rates(people, methods, cfg.bootstrap_samples, cfg.confidence, seed)

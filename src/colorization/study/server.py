@@ -14,11 +14,11 @@ import json
 import threading
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, HTMLResponse
 from omegaconf import OmegaConf
 from pydantic import BaseModel, Field
 
@@ -77,7 +77,6 @@ def create_app(study: Path) -> FastAPI:
     db = connect(study / DATABASE)
     lock = threading.Lock()  # one connection, used by one request at a time (FastAPI runs them in threads)
     app = FastAPI(title="Colorization Turing test", docs_url=None, redoc_url=None)
-    app.mount("/images", StaticFiles(directory=study / "images"), name="images")
     page = resources.files("colorization.study").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
@@ -136,17 +135,31 @@ def create_app(study: Path) -> FastAPI:
                 "SELECT phase, COUNT(*) FROM trials WHERE participant = ? AND status != 'pending' GROUP BY phase",
                 (participant,),
             ).fetchall()
-        pair = pairs[(row["phase"], row["method"], row["pair"])]
-        real, fake = f"/images/{pair['real']}", f"/images/{pair['fake']}"
-        left, right = (fake, real) if row["fake_side"] == "left" else (real, fake)
+        # the addresses say nothing of which photo is real (a participant could read them in the page)
+        image = f"/image/{quote(participant, safe='')}/{row['trial']}"
         return {
             "finished": False,
             "trial": row["trial"],
             "phase": row["phase"],
             "number": dict(done).get(row["phase"], 0) + 1,  # 1-based within its phase
-            "left": left,
-            "right": right,
+            "left": f"{image}/left",
+            "right": f"{image}/right",
         }
+
+    @app.get("/image/{participant}/{trial}/{side}")
+    def image(participant: str, trial: int, side: str) -> FileResponse:
+        """One photo of the open trial: the fake on its side, the real one on the other; nothing once it is over."""
+        with lock:
+            row = db.execute(
+                "SELECT phase, method, pair, fake_side FROM trials "
+                "WHERE participant = ? AND trial = ? AND status IN ('pending', 'shown')",
+                (participant, trial),
+            ).fetchone()
+        if row is None or side not in ("left", "right"):
+            raise HTTPException(404, "no such open trial")
+        pair = pairs[(row["phase"], row["method"], row["pair"])]
+        path = study / "images" / (pair["fake"] if side == row["fake_side"] else pair["real"])
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/show")
     def show(body: Show) -> dict:
