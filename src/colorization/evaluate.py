@@ -4,7 +4,9 @@ One table, four rows: the model, and the paper's baselines ``gray`` (ab = 0), ``
 another image: the previous one in loading order) and ``ground_truth`` (the photo itself). Columns:
 AuC and rebalanced AuC of the per-pixel ab error (full resolution: the prediction upsampled
 bilinearly), colorfulness and its gap to the photos, PSNR and SSIM of the RGB images, and the top-1 /
-top-5 accuracy of an ImageNet VGG-16 on the images when weights and labels are available.
+top-5 accuracy of an ImageNet VGG-16 on the images when weights and labels are available, and the perceptual
+metrics later colorization papers report: FID of each row's images against the photos (torchmetrics with
+torch-fidelity's Inception-v3) and LPIPS to the photo (torchmetrics, AlexNet), when their weights are on disk.
 Written as metrics.json and metrics.md in the run directory, and to the loggers.
 """
 
@@ -49,6 +51,8 @@ COLUMNS = {  # key in metrics.json -> Markdown heading
     "ssim": "SSIM",
     "vgg_top1": "VGG-16 top-1 (%)",
     "vgg_top5": "VGG-16 top-5 (%)",
+    "fid": "FID",
+    "lpips": "LPIPS",
 }
 OFFICIAL_INDICES = "ilsvrclin12_val_inds"  # the authors' 10k ImageNet-val test indices (colorization-pytorch)
 _IMAGENET_VAL = re.compile(r"ILSVRC2012_val_(\d{8})")
@@ -178,6 +182,84 @@ def load_vgg16(weights: str | None, download: bool) -> tuple[nn.Module | None, s
     return model.eval().requires_grad_(False), source
 
 
+# ---- the perceptual metrics ------------------------------------------------------------------
+def _cached(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def _fetch(url: str, what: str, key: str, download: bool) -> tuple[Path | None, str]:
+    """A weight file in torch's hub cache (downloaded when ``download``), or None and the reason."""
+    cached = _cached(url)
+    if cached.is_file():
+        return cached, str(cached)
+    if not download:
+        return None, f"no {what} weights in {cached.parent} and {key}.download=false"
+    try:
+        torch.hub.download_url_to_file(url, str(cached), progress=False)
+    except Exception as err:  # no network, a proxy: say so and go on without it
+        return None, f"no {what} weights in {cached.parent} and the download failed ({type(err).__name__})"
+    return cached, str(cached)
+
+
+def fid_metric(weights: str | None, download: bool, feature: nn.Module | None = None):
+    """A factory of torchmetrics FIDs (one per row) and its source, or None and the reason. Never random weights.
+
+    fid.weights: inception (torch-fidelity's Inception-v3 file from torch's hub cache, $TORCH_HOME), a PATH to that
+    file, or null (off). ``feature``: a feature extractor of one's own instead (Python API; images in [0, 1]).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if feature is not None:
+        return (lambda: FrechetInceptionDistance(feature=feature, normalize=True)), f"{type(feature).__name__} features"
+    if not weights:
+        return None, "fid.weights is null"
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    except ImportError:
+        return None, "torch-fidelity is not installed"
+    if str(weights) == "inception":
+        path, source = _fetch(URL_INCEPTION_V3, "Inception-v3 (FID)", "fid", download)
+        if path is None:
+            return None, source
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"fid.weights={weights}: no such file (or use fid.weights=inception)")
+        source = str(path)
+    make = lambda: FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(path))  # noqa: E731
+    try:
+        make()
+    except Exception as err:
+        raise ConfigError(
+            f"fid.weights={weights}: not torch-fidelity's Inception-v3 weights ({type(err).__name__})"
+        ) from err
+    return make, source
+
+
+def lpips_metric(weights: str | None, download: bool):
+    """A factory of torchmetrics LPIPS (AlexNet, the LPIPS paper's default) and its source, or None and the reason.
+
+    lpips.weights: alexnet (torchvision's ImageNet AlexNet from torch's hub cache, $TORCH_HOME; LPIPS's own linear
+    layers ship with torchmetrics) or null (off).
+    """
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    from torchvision.models import AlexNet_Weights
+
+    if not weights:
+        return None, "lpips.weights is null"
+    if str(weights) != "alexnet":
+        raise ConfigError(f"lpips.weights={weights!r} is not one of ('alexnet', null)")
+    path, source = _fetch(AlexNet_Weights.IMAGENET1K_V1.url, "AlexNet (LPIPS)", "lpips", download)
+    if path is None:
+        return None, source
+    make = lambda: LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)  # noqa: E731
+    try:
+        make()
+    except Exception as err:
+        return None, f"the cached AlexNet weights {path} could not be read ({type(err).__name__})"
+    return make, source
+
+
 # ---- the evaluation loop ---------------------------------------------------------------------
 class Evaluation(L.LightningModule):
     """Runs the colorizer and the baselines on each test batch and feeds every row's metrics."""
@@ -190,21 +272,24 @@ class Evaluation(L.LightningModule):
         prior: torch.Tensor,
         classifier: nn.Module | None = None,
         num_examples: int = 8,
+        perceptual: dict | None = None,
     ):
+        """``perceptual``: name (fid, lpips) -> a factory of its torchmetrics metric, one per row."""
         super().__init__()
         self.colorizer, self.temperature, self.classifier = colorizer, temperature, classifier
+        self.perceptual = perceptual or {}
         if classifier is not None:
             from torchvision.models import VGG16_Weights
 
             self.classifier_input = VGG16_Weights.IMAGENET1K_V1.transforms()  # resize 256, centre 224, normalize
         self.num_examples = num_examples
-        self.metrics = nn.ModuleDict({row: self._row_metrics(bins, prior) for row in ROWS})
+        self.metrics = nn.ModuleDict({row: self._row_metrics(bins, prior, row) for row in ROWS})
         self.results: dict[str, dict[str, float]] = {}
         self.examples: dict[str, torch.Tensor] = {}
         self.count = 0
         self._previous_ab: torch.Tensor | None = None
 
-    def _row_metrics(self, bins, prior) -> nn.ModuleDict:
+    def _row_metrics(self, bins, prior, row: str) -> nn.ModuleDict:
         metrics = {
             "auc": AuC(),
             "auc_rebalanced": AuC(bins=bins, prior=prior),
@@ -214,6 +299,11 @@ class Evaluation(L.LightningModule):
         }
         if self.classifier is not None:
             metrics |= {"vgg_top1": topk_accuracy(1), "vgg_top5": topk_accuracy(5)}
+        for name, make in self.perceptual.items():
+            if not (
+                name == "fid" and row == "ground_truth"
+            ):  # the photos against themselves: 0, not worth an Inception pass
+                metrics[name] = make()
         return nn.ModuleDict(metrics)
 
     def _other_ab(self, ab: torch.Tensor) -> torch.Tensor | None:
@@ -249,6 +339,11 @@ class Evaluation(L.LightningModule):
                 logits = self.classifier(self.classifier_input(rgb_row))
                 metrics["vgg_top1"].update(logits, batch["label"])
                 metrics["vgg_top5"].update(logits, batch["label"])
+            if "fid" in metrics:
+                metrics["fid"].update(rgb, real=True)
+                metrics["fid"].update(rgb_row.clamp(0, 1), real=False)
+            if "lpips" in metrics:
+                metrics["lpips"].update(rgb_row.clamp(0, 1), rgb)
         self.count += len(rgb)
         if batch_idx == 0 and self.num_examples:
             self.examples = {row: rgb_row[: self.num_examples].cpu() for row, (_, rgb_row) in rows.items()}
@@ -261,7 +356,9 @@ class Evaluation(L.LightningModule):
         fed = self.trainer.strategy.reduce(fed, reduce_op="sum") >= self.trainer.world_size
         for row, row_fed in zip(ROWS, fed.tolist(), strict=True):
             metrics = self.metrics[row].items()
-            values = {name: m.compute().item() if row_fed else math.nan for name, m in metrics}
+            values = {name: _compute(name, m) if row_fed else math.nan for name, m in metrics}
+            if "fid" in self.perceptual and "fid" not in values:
+                values["fid"] = math.nan
             for name in ("vgg_top1", "vgg_top5"):
                 if name in values:
                     values[name] *= 100
@@ -270,6 +367,12 @@ class Evaluation(L.LightningModule):
         for values in self.results.values():
             values["colorfulness_gap"] = values["colorfulness"] - truth
         self.count = int(self.trainer.strategy.reduce(torch.tensor(self.count, device=self.device), "sum").item())
+
+
+def _compute(name: str, metric) -> float:
+    if name == "fid" and min(metric.real_features_num_samples, metric.fake_features_num_samples) < 2:
+        return math.nan  # FID needs two images of each set (every rank sees the same summed counts)
+    return metric.compute().item()
 
 
 # ---- reports ---------------------------------------------------------------------------------
@@ -350,8 +453,25 @@ def has_labels(data: DictConfig) -> bool:
     return bool((data.source == "folder" and data.get("labels")) or (data.source == "hf" and data.get("label_column")))
 
 
-def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Build everything from the config, run the evaluation, write the report; returns the table."""
+def perceptual_metrics(cfg: DictConfig, fid_feature: nn.Module | None) -> dict:
+    """The FID and LPIPS factories whose weights are there; a one-line skip for each that is not."""
+    metrics = {}
+    for name, (make, source) in {
+        "fid": fid_metric(cfg.fid.weights, cfg.fid.download, fid_feature),
+        "lpips": lpips_metric(cfg.lpips.weights, cfg.lpips.download),
+    }.items():
+        if make is None:
+            print(f"{name.upper()} skipped: {source}; see {name}.weights in conf/evaluate.yaml")
+        else:
+            log.info("%s: %s", name.upper(), source)
+            metrics[name] = make
+    return metrics
+
+
+def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str, dict[str, float]]:
+    """Build everything from the config, run the evaluation, write the report; returns the table.
+
+    ``fid_feature``: a feature extractor of one's own for FID, instead of fid.weights' Inception-v3."""
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     size = cfg.protocol.size
@@ -375,7 +495,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 n = len(classes)
                 log.warning("labels: %d class folders, not ImageNet's 1000: VGG-16 accuracy assumes sorted wnids", n)
 
-    evaluation = Evaluation(module, cfg.temperature, bins, prior, classifier, cfg.num_examples)
+    perceptual = perceptual_metrics(cfg, fid_feature)
+    evaluation = Evaluation(module, cfg.temperature, bins, prior, classifier, cfg.num_examples, perceptual)
     loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers, shuffle=False)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
