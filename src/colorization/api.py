@@ -123,7 +123,9 @@ class Colorizer(
     ):
         super().__init__()
         if bins is None:
-            raise ValueError("Colorizer needs bins: build it with from_checkpoint, from_authors_weights or from_pretrained")
+            raise ValueError(
+                "Colorizer needs bins: build it with from_checkpoint, from_authors_weights or from_pretrained"
+            )
         self.size, self.batch_size = int(size), int(batch_size)
         # named `model`, not `module`: the hub mixin would save a `module` attribute's state dict without its prefix
         self.model = ColorizationModule(
@@ -160,7 +162,9 @@ class Colorizer(
         return colorizer.to(pick_device(device)).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto", **options) -> Colorizer:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device | None = "auto", **options
+    ) -> Colorizer:
         """A colorizer from a ``colorization.train`` checkpoint (``.ckpt``)."""
         from colorization.models.pretrained import load_checkpoint
 
@@ -231,7 +235,10 @@ class Colorizer(
             return [self.model.predict_ab(L_small)] * len(temperatures)
         logits = self.model(L_small)
         bins = self.model.bins
-        return [bins[logits.argmax(1)].permute(0, 3, 1, 2) if t == 0 else annealed_mean(logits, bins, t) for t in temperatures]
+        return [
+            bins[logits.argmax(1)].permute(0, 3, 1, 2) if t == 0 else annealed_mean(logits, bins, t)
+            for t in temperatures
+        ]
 
     @staticmethod
     def join(image: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
