@@ -301,7 +301,7 @@ def to_tensor(image: ImageLike) -> tuple[torch.Tensor, tuple]:
         return to_rgb_tensor(image), ("pil",)
     if isinstance(image, np.ndarray):
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3)):
-            rgb = torch.from_numpy(np.ascontiguousarray(image)).reshape(*image.shape[:2], -1).permute(2, 0, 1)
+            rgb = torch.from_numpy(np.array(image)).reshape(*image.shape[:2], -1).permute(2, 0, 1)
             return _checked(rgb.expand(3, -1, -1), "array"), ("numpy", image.dtype)
         raise ValueError(f"an image array must be (H, W, 3) or (H, W), got {image.shape}")
     if isinstance(image, torch.Tensor):
