@@ -154,6 +154,7 @@ def test_bad_files_and_disagreeing_configs_fail_in_one_line(release, tmp_path, m
 
 
 @pytest.mark.slow  # the issue's exact command: the full-size default run (crop 176, batch 40) for 2 steps on a CPU
+@pytest.mark.timeout(3600)  # about 10-20 minutes on 2 shared cores: 2 training steps and 256 validation crops
 def test_the_issues_command(release, tmp_path):
     path, state, _ = release
     src = str(Path(__file__).parents[1] / "src")

@@ -84,6 +84,7 @@ def export_onnx(colorizer: Colorizer, path: Path, temperature: float | None = No
             opset_version=ONNX_OPSET,
         )
     model = onnx.load(str(path))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2  # ab: the exporter leaves the channels unnamed
     # an initializer named like a graph input is that input's default value (ONNX IR >= 4)
     model.graph.initializer.append(numpy_helper.from_array(example[1].numpy(), name="temperature"))
     model.doc_string = f"colorization: L (B, 1, H, W) in [0, 100], temperature (default {t:g}) -> ab (B, 2, H, W)"
