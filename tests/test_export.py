@@ -88,7 +88,9 @@ def test_onnx_matches_pytorch_on_real_photos(exported, trained_checkpoint, photo
     session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
     graph = onnx.load(str(exported / "model.onnx"), load_external_data=False).graph
     assert [i.name for i in graph.input] == ["L", "temperature"] and [o.name for o in graph.output] == ["ab"]
-    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in (graph.input[0], graph.output[0])]
+    dims = [
+        [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in (graph.input[0], graph.output[0])
+    ]
     assert dims == [["batch", 1, "height", "width"], ["batch", 2, "height", "width"]]
 
     def lightness(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -158,7 +158,11 @@ def test_bad_files_and_disagreeing_configs_fail_in_one_line(release, tmp_path, m
 def test_the_issues_command(release, tmp_path):
     path, state, _ = release
     src = str(Path(__file__).parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "WANDB_MODE": "offline"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        "WANDB_MODE": "offline",
+    }
     cmd = [sys.executable, "-m", "colorization.train", f"model.init_from={path}", "trainer.max_steps=2"]
     cmd += ["trainer.accelerator=cpu", f"hydra.run.dir={tmp_path}/run", "color.download=false"]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
