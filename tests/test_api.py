@@ -14,10 +14,12 @@ from skimage.color import rgb2lab
 
 from colorization import Colorizer
 
+SIZE = 64  # the network sees 64 x 64 copies (the command line's size=64): quick on a CPU
+
 
 @pytest.fixture(scope="module")
 def colorizer(trained_checkpoint) -> Colorizer:
-    return Colorizer.from_checkpoint(trained_checkpoint, device="cpu")
+    return Colorizer.from_checkpoint(trained_checkpoint, device="cpu", size=SIZE)
 
 
 @pytest.fixture
@@ -33,12 +35,18 @@ def photo_files(tmp_path) -> list[Path]:
     return sorted(root.iterdir())
 
 
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal but for 1-level differences in a few pixels: CPU convolutions round differently for another batch size."""
+    diff = np.abs(a.astype(int) - b.astype(int))
+    return a.shape == b.shape and diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
 def test_the_api_and_the_command_line_give_the_same_pixels(trained_checkpoint, colorizer, photo_files, tmp_path):
     from colorization.colorize import main
 
     out = tmp_path / "out"
     argv = ["colorize", f"ckpt_path={trained_checkpoint}", f"input={photo_files[0].parent}", f"output={out}"]
-    argv += ["num_workers=0", "device=cpu", f"hydra.run.dir={tmp_path}/run"]
+    argv += ["num_workers=0", "device=cpu", f"size={SIZE}", f"hydra.run.dir={tmp_path}/run"]
     old_argv, sys.argv = sys.argv, argv
     try:
         main()
@@ -53,10 +61,10 @@ def test_the_api_and_the_command_line_give_the_same_pixels(trained_checkpoint, c
             assert result.size == im.size and result.mode == "RGB"
         assert np.array_equal(api, cli), path.name
     names = [p.name for p in photo_files]
-    # one photo at a time, and as a PIL image: the same pixels again
+    # one photo at a time, and as a PIL image: the same pixels again, up to the float rounding of another batch size
     cat = photo_files[names.index("chelsea.png")]
     single = colorizer(Image.open(cat))
-    assert np.array_equal(np.asarray(single), np.asarray(results[names.index("chelsea.png")]))
+    assert close(np.asarray(single), np.asarray(results[names.index("chelsea.png")]))
     # the network only adds ab: the lightness is the photo's own (skimage's Lab), up to 8-bit rounding and clipping
     source = rgb2lab(np.asarray(Image.open(cat)))[..., 0]
     assert np.abs(rgb2lab(np.asarray(single))[..., 0] - source).mean() < 1.0
@@ -82,7 +90,7 @@ def test_arrays_and_tensors_come_back_in_their_own_kind(colorizer):
     assert colorizer(gray).shape == (*gray.shape, 3)
     assert colorizer(torch.from_numpy(gray)[None]).shape == (3, *gray.shape)
     listed = colorizer([photo, gray])
-    assert isinstance(listed, list) and np.array_equal(listed[0], reference)
+    assert isinstance(listed, list) and close(listed[0], reference)
     hot, cold = colorizer(photo, temperature=0.1), colorizer(photo, temperature=1.0)
     assert np.abs(hot.astype(int) - cold.astype(int)).max() > 0  # T is used
 

@@ -187,7 +187,8 @@ class Colorizer(
     ) -> Colorizer:
         """A colorizer from a directory written by ``python -m colorization.export`` (``save_pretrained``), or from
         a Hugging Face Hub id (downloaded once, then read from the local cache; offline, ``HF_HUB_OFFLINE=1`` or
-        ``local_files_only=True`` reads the cache only). ``kwargs`` go to huggingface_hub (revision, cache_dir, ...)."""
+        ``local_files_only=True`` reads the cache only). ``kwargs``: huggingface_hub's (revision, cache_dir, token, ...)
+        or the constructor's, overriding config.json (size, batch_size)."""
         kwargs.setdefault("strict", True)  # every tensor must be there (the mixin's default would ignore a mismatch)
         colorizer = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         return colorizer.to(pick_device(device)).eval()
