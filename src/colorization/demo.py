@@ -27,7 +27,7 @@ from colorization.data.datasets import BadImageError, load_image
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -127,6 +127,7 @@ def load_colorizer(cfg: DictConfig) -> Colorizer:
     return Colorizer.from_module(module, cfg.device, size=cfg.size)
 
 
+@one_line_hydra_errors
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="demo")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

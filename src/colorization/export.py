@@ -27,7 +27,7 @@ from colorization.errors import ConfigError
 from colorization.evaluate import markdown_table
 from colorization.models.eccv16 import AB_SCALE
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -162,6 +162,7 @@ def export(cfg: DictConfig) -> Path:
     return out
 
 
+@one_line_hydra_errors
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
