@@ -18,8 +18,8 @@ SIZE = 64  # the network sees 64 x 64 copies (the command line's size=64): quick
 
 
 @pytest.fixture(scope="module")
-def colorizer(trained_checkpoint) -> Colorizer:
-    return Colorizer.from_checkpoint(trained_checkpoint, device="cpu", size=SIZE)
+def colorizer(narrow_checkpoint) -> Colorizer:
+    return Colorizer.from_checkpoint(narrow_checkpoint, device="cpu", size=SIZE)
 
 
 @pytest.fixture
@@ -41,11 +41,11 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
-def test_the_api_and_the_command_line_give_the_same_pixels(trained_checkpoint, colorizer, photo_files, tmp_path):
+def test_the_api_and_the_command_line_give_the_same_pixels(narrow_checkpoint, colorizer, photo_files, tmp_path):
     from colorization.colorize import main
 
     out = tmp_path / "out"
-    argv = ["colorize", f"ckpt_path={trained_checkpoint}", f"input={photo_files[0].parent}", f"output={out}"]
+    argv = ["colorize", f"ckpt_path={narrow_checkpoint}", f"input={photo_files[0].parent}", f"output={out}"]
     argv += ["num_workers=0", "device=cpu", f"size={SIZE}", f"hydra.run.dir={tmp_path}/run"]
     old_argv, sys.argv = sys.argv, argv
     try:

@@ -27,7 +27,7 @@ def wait(driver, condition, timeout: float = 120):
     return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
 
 
-def test_the_page_in_a_real_browser(trained_checkpoint, tmp_path):
+def test_the_page_in_a_real_browser(narrow_checkpoint, tmp_path):
     """Upload a real photo: the colorized result comes back at the photo's size, in color; a file that is not an
     image shows the message. COLORIZATION_SCREENSHOT_DIR=DIR keeps the page's screenshots there."""
     browser_paths()  # skip (or fail on CI) before starting the server when there is no browser
@@ -37,7 +37,7 @@ def test_the_page_in_a_real_browser(trained_checkpoint, tmp_path):
     Image.fromarray(skimage.data.chelsea()[:, 20:]).save(photo, quality=92)  # 431 x 300: not the network's size
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    cmd = [sys.executable, "-m", "colorization.demo", f"ckpt_path={trained_checkpoint}", f"port={port}"]
+    cmd = [sys.executable, "-m", "colorization.demo", f"ckpt_path={narrow_checkpoint}", f"port={port}"]
     cmd += ["device=cpu", f"hydra.run.dir={tmp_path}/run"]
     env = {"PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), "GRADIO_ANALYTICS_ENABLED": "False"}
     with server(cmd, url, env=env, cwd=tmp_path, timeout=300), chromium(tmp_path) as driver:
@@ -73,12 +73,12 @@ def test_the_page_in_a_real_browser(trained_checkpoint, tmp_path):
             shutil.copy(shot, Path(keep) / shot.name)
 
 
-def test_the_page_action_without_a_browser(trained_checkpoint, tmp_path):
+def test_the_page_action_without_a_browser(narrow_checkpoint, tmp_path):
     """The page's one action in Python: a gray photo in, the gray input, the colorization (full size), the strip (one
     frame per temperature) and the PNG file out; the user's mistakes are one-line ValueErrors."""
     from colorization import Colorizer
 
-    colorizer = Colorizer.from_checkpoint(trained_checkpoint, device="cpu")
+    colorizer = Colorizer.from_checkpoint(narrow_checkpoint, device="cpu")
     Image.fromarray(skimage.data.camera()[::2, ::3]).save(tmp_path / "camera.png")  # 256 x 171, grayscale
     gray, color, strip, path = colorize_file(colorizer, str(tmp_path / "camera.png"), 0.38, [1.0, 0.38, 0.0], tmp_path)
     assert gray.size == color.size == (171, 256) and Image.open(path).size == (171, 256)

@@ -20,7 +20,7 @@ from conftest import compose
 
 
 @pytest.fixture(scope="module")
-def exported(trained_checkpoint, tmp_path_factory):
+def exported(narrow_checkpoint, tmp_path_factory):
     """The issue's command through the Hydra entry point, with an evaluation table and the ONNX graph."""
     from colorization.export import main
 
@@ -32,7 +32,7 @@ def exported(trained_checkpoint, tmp_path_factory):
     }
     (tmp / "eval").mkdir()
     (tmp / "eval" / "metrics.json").write_text(json.dumps(metrics))
-    argv = ["export", f"ckpt_path={trained_checkpoint}", f"output={tmp}/model", f"metrics={tmp}/eval", "onnx=true"]
+    argv = ["export", f"ckpt_path={narrow_checkpoint}", f"output={tmp}/model", f"metrics={tmp}/eval", "onnx=true"]
     old_argv, sys.argv = sys.argv, [*argv, f"hydra.run.dir={tmp}/run"]
     try:
         main()
@@ -47,12 +47,12 @@ def photos() -> list[np.ndarray]:
     return [data.chelsea(), data.coffee()[::2, ::2], data.astronaut()[::2, ::2], data.rocket()[::2, ::2]]
 
 
-def test_the_directory_is_a_hub_model(exported, trained_checkpoint):
+def test_the_directory_is_a_hub_model(exported, narrow_checkpoint):
     from huggingface_hub import ModelCard
     from safetensors.torch import load_file
 
     assert {p.name for p in exported.iterdir()} == {"model.safetensors", "config.json", "README.md", "model.onnx"}
-    ckpt = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    ckpt = torch.load(narrow_checkpoint, map_location="cpu", weights_only=True)
     weights = load_file(exported / "model.safetensors")
     for key, value in ckpt["state_dict"].items():
         assert torch.equal(weights[f"model.{key}"], value), key  # every tensor of the checkpoint, bins and prior too
@@ -65,9 +65,9 @@ def test_the_directory_is_a_hub_model(exported, trained_checkpoint):
     assert "## Training config" in card.text and "name: rebalanced" in card.text
 
 
-def test_from_pretrained_gives_the_checkpoints_pixels(exported, trained_checkpoint, photos, tmp_path, monkeypatch):
+def test_from_pretrained_gives_the_checkpoints_pixels(exported, narrow_checkpoint, photos, tmp_path, monkeypatch):
     fast = {"device": "cpu", "size": 64}  # the network sees 64 x 64 copies: quick on a CPU
-    expected = Colorizer.from_checkpoint(trained_checkpoint, **fast)(photos[:2])
+    expected = Colorizer.from_checkpoint(narrow_checkpoint, **fast)(photos[:2])
     loaded = Colorizer.from_pretrained(exported, **fast)(photos[:2])
     for a, b in zip(expected, loaded, strict=True):
         assert np.array_equal(a, b)
@@ -81,11 +81,11 @@ def test_from_pretrained_gives_the_checkpoints_pixels(exported, trained_checkpoi
     assert np.array_equal(cached(photos[:2])[0], expected[0])
 
 
-def test_onnx_matches_pytorch_on_real_photos(exported, trained_checkpoint, photos):
+def test_onnx_matches_pytorch_on_real_photos(exported, narrow_checkpoint, photos):
     import onnx
     import onnxruntime as ort
 
-    module = Colorizer.from_checkpoint(trained_checkpoint, device="cpu").model
+    module = Colorizer.from_checkpoint(narrow_checkpoint, device="cpu").model
     session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
     graph = onnx.load(str(exported / "model.onnx"), load_external_data=False).graph
     assert [i.name for i in graph.input] == ["L", "temperature"] and [o.name for o in graph.output] == ["ab"]
@@ -118,12 +118,12 @@ def test_onnx_matches_pytorch_on_real_photos(exported, trained_checkpoint, photo
     assert np.array_equal(default, given)
 
 
-def test_bad_options_fail_in_one_line(trained_checkpoint, tmp_path):
+def test_bad_options_fail_in_one_line(narrow_checkpoint, tmp_path):
     from colorization.export import export
 
     with pytest.raises(ConfigError, match="push_to_hub=true needs repo_id"):
-        export(compose([f"ckpt_path={trained_checkpoint}", "push_to_hub=true"], tmp_path, "export"))
+        export(compose([f"ckpt_path={narrow_checkpoint}", "push_to_hub=true"], tmp_path, "export"))
     with pytest.raises(ConfigError, match="metrics=.*no metrics.json"):
-        export(compose([f"ckpt_path={trained_checkpoint}", f"metrics={tmp_path}"], tmp_path, "export"))
+        export(compose([f"ckpt_path={narrow_checkpoint}", f"metrics={tmp_path}"], tmp_path, "export"))
     with pytest.raises(ConfigError, match="no model"):
         export(compose([], tmp_path, "export"))

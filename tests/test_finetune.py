@@ -104,7 +104,7 @@ def checkpoint_of(out: Path) -> dict:
     return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("loss", ["rebalanced", "l2"])
+@pytest.mark.parametrize("loss", ["rebalanced", pytest.param("l2", marks=pytest.mark.slow)])
 def test_training_starts_from_the_authors_weights(release, tmp_path, loss):
     """Default model (eccv16, Caffe BatchNorm) and color.bins (srgb): the run takes the port's layout and their bins;
     with a zero learning rate the trained network's parameters are exactly the file's (the head only for the
