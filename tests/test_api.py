@@ -109,3 +109,17 @@ def test_bad_inputs_say_what_is_wrong(colorizer, tmp_path):
     (tmp_path / "fake.jpg").write_text("not a photo")
     with pytest.raises(Exception, match="fake.jpg"):
         colorizer(tmp_path / "fake.jpg")
+
+
+def test_from_the_authors_weights(tmp_path, monkeypatch):
+    from test_finetune import authors_state, grid_313
+
+    monkeypatch.setenv("COLORIZATION_REFERENCE_DIR", str(tmp_path / "no_reference_here"))
+    torch.save(authors_state(grid_313()), tmp_path / "release.pth")
+    colorizer = Colorizer.from_authors_weights(tmp_path / "release.pth", device="cpu", download=False, size=SIZE)
+    assert np.array_equal(colorizer.model.bins.numpy(), grid_313().astype(np.float32))  # their bins, from their head
+    assert colorizer.model.hparams.batchnorm == "affine" and colorizer.model.net.input_scale == 100.0
+    photo = skimage.data.coffee()[::4, ::4]
+    assert colorizer(photo).shape == photo.shape
+    with pytest.raises(ValueError, match="no such file"):
+        Colorizer.from_authors_weights(tmp_path / "absent.pth", download=False)

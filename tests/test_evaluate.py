@@ -24,8 +24,8 @@ from colorization.evaluate import _select_files, evaluate, load_indices, load_vg
 from colorization.models.eccv16 import ECCV16
 from colorization.models.pretrained import (
     AUTHORS_HEAD,
-    check_authors_state_dict,
     authors_bins,
+    check_authors_state_dict,
     load_authors_weights,
     load_checkpoint,
 )
