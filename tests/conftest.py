@@ -71,3 +71,15 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     overrides = [*TINY, "data.train_crops=8", "data.val_crops=4", "trainer.max_steps=2"]
     train(compose([*overrides, "trainer.num_sanity_val_steps=0", "callbacks.colorization_grid=null"], out))
     return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def narrow_checkpoint(tmp_path_factory) -> Path:
+    """Like ``trained_checkpoint``, with a quarter of the channels (model.width=0.25: 2 M parameters), for the tests
+    that run the network many times (the Python API, export and ONNX, the demo)."""
+    from colorization.train import train
+
+    out = tmp_path_factory.mktemp("narrow_run")
+    overrides = [*TINY, "data.train_crops=8", "data.val_crops=4", "trainer.max_steps=2", "model.width=0.25"]
+    train(compose([*overrides, "trainer.num_sanity_val_steps=0", "callbacks.colorization_grid=null"], out))
+    return out / "checkpoints" / "last.ckpt"

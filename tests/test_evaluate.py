@@ -24,8 +24,8 @@ from colorization.evaluate import _select_files, evaluate, load_indices, load_vg
 from colorization.models.eccv16 import ECCV16
 from colorization.models.pretrained import (
     AUTHORS_HEAD,
-    _check_authors_state_dict,
     authors_bins,
+    check_authors_state_dict,
     load_authors_weights,
     load_checkpoint,
 )
@@ -302,11 +302,11 @@ def test_mismatched_weight_files_are_refused(tmp_path, trained_checkpoint, no_re
     key = "model.weights=x"
     missing = {k: v for k, v in state.items() if k != "model8.6.bias"}
     with pytest.raises(ConfigError, match=r"model.weights=x: not the authors' ECCV16 weights \(missing: model8.6.bias"):
-        _check_authors_state_dict(missing, key)
+        check_authors_state_dict(missing, key)
     with pytest.raises(ConfigError, match="unexpected: extra"):
-        _check_authors_state_dict({**state, "extra": torch.zeros(1)}, key)
+        check_authors_state_dict({**state, "extra": torch.zeros(1)}, key)
     with pytest.raises(ConfigError, match="wrong shape"):
-        _check_authors_state_dict({**state, "model1.0.weight": torch.zeros(64, 3, 3, 3)}, key)
+        check_authors_state_dict({**state, "model1.0.weight": torch.zeros(64, 3, 3, 3)}, key)
     off_grid = state[AUTHORS_HEAD] + 0.5 / 110
     with pytest.raises(ConfigError, match="not on the ab grid"):
         authors_bins(off_grid, key, download=False)

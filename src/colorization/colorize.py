@@ -1,5 +1,8 @@
 """python -m colorization.colorize ckpt_path=CKPT | model.weights=PATH input=PATH output=DIR  (Hydra main).
 
+A thin command over the Python API (``colorization.Colorizer``): it finds the files, reads them in loader workers,
+and writes the results.
+
 Photos in (files, folders searched recursively, globs; JPEG, PNG 8/16-bit, alpha, grayscale, CMYK,
 EXIF-rotated), colorized photos out at the input's full resolution: the network sees the photo resized
 to size x size, its ab (annealed mean at T) is upsampled to the photo's size and joined with the
@@ -20,16 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 from tqdm import tqdm
 
-from colorization.color import annealed_mean, lightness_and_ab_to_rgb, rgb_to_lightness
+from colorization.api import Colorizer, as_float, to_uint8
 from colorization.data.datasets import load_image
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
@@ -131,10 +132,10 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
 
 
 class Photos(Dataset):
-    """Each photo decoded (any mode, EXIF orientation applied) at full size, and a size x size copy for the net."""
+    """Each photo decoded (any mode, EXIF orientation applied) at full size, in loader workers."""
 
-    def __init__(self, jobs: list[Job], size: int):
-        self.jobs, self.resize = jobs, v2.Resize((size, size), antialias=True)
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -144,26 +145,14 @@ class Photos(Dataset):
             image = load_image(self.jobs[i].source)
         except Exception as err:  # a corrupt or foreign file: listed and skipped, the others go on
             return {"index": i, "error": f"{type(err).__name__}: {err}"}
-        return {"index": i, "image": image, "small": self.resize(image)}
-
-
-def decode(module, logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """ab at the network's resolution: annealed mean at T, or the mode (the most likely bin) for T = 0."""
-    if temperature == 0:
-        return module.bins[logits.argmax(1)].permute(0, 3, 1, 2)
-    return annealed_mean(logits, module.bins, temperature)
-
-
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """RGB in [0, 1], (3, H, W) -> uint8 (H, W, 3)."""
-    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        return {"index": i, "image": image}
 
 
 def _write(rgb: torch.Tensor, target: Path, fmt: str, source: Path, skipped: list) -> bool:
     """Save RGB in [0, 1] (3, H, W); a failure (disk full, no permission) is listed like an unreadable input."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(to_uint8(rgb))
+        image = Image.fromarray(to_uint8(rgb).permute(1, 2, 0).cpu().numpy())
         image.save(target, quality=95) if fmt == "jpg" else image.save(target)
     except OSError as err:
         skipped.append((str(source), f"could not write {target}: {err}"))
@@ -190,12 +179,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size} must be >= 1")
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def colorize(cfg: DictConfig) -> Result:
     """Colorize every input; returns the files written and the inputs skipped, with the reason."""
@@ -206,37 +189,30 @@ def colorize(cfg: DictConfig) -> Result:
     module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
     if cfg.strip and not module.criterion.classification:
         raise ConfigError("strip=true needs a classification model: this one regresses ab (loss l2), it has no T")
-    device = _device(cfg.device)
-    module = module.to(device).eval()
-    temperature = cfg.temperature if cfg.temperature is not None else module.hparams.temperature
+    colorizer = Colorizer.from_module(module, cfg.device, size=cfg.size, batch_size=cfg.batch_size)
+    temperature = cfg.temperature if cfg.temperature is not None else colorizer.temperature
+    temperatures = [temperature, *(cfg.strip_temperatures if cfg.strip else [])]
 
-    loader = DataLoader(
-        Photos(todo.jobs, cfg.size), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list
-    )
+    loader = DataLoader(Photos(todo.jobs), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list)
     result = Result([], [], list(todo.missing))
     with tqdm(total=len(todo.jobs), desc="colorize", unit="image", disable=None) as progress:
         for items in loader:
             good = [it for it in items if "error" not in it]
             result.skipped += [(str(todo.jobs[it["index"]].source), it["error"]) for it in items if "error" in it]
             if good:
-                L_small = rgb_to_lightness(torch.stack([it["small"] for it in good]).to(device).float() / 255)
-                if cfg.strip:
-                    logits = module(L_small)
-                    ab = decode(module, logits, temperature)
-                    strips = [decode(module, logits, t) for t in cfg.strip_temperatures]
-                else:
-                    ab = module.predict_ab(L_small, temperature)
+                ab, *strips = colorizer.predict_ab([it["image"] for it in good], temperatures)
                 for k, item in enumerate(good):
                     job = todo.jobs[item["index"]]
-                    L_full = rgb_to_lightness(item["image"].to(device).float()[None] / 255)
-                    rgb = lightness_and_ab_to_rgb(L_full, ab[k : k + 1].float())[0]
+                    rgb = colorizer.join(item["image"], ab[k : k + 1])
                     if not _write(rgb, job.target, cfg.format, job.source, result.skipped):
                         continue
                     result.images.append(job.target)
                     if cfg.strip:
-                        scale = min(1.0, STRIP_MAX_SIDE / max(L_full.shape[-2:]))
-                        L_strip = F.interpolate(L_full, scale_factor=scale, mode="area") if scale < 1 else L_full
-                        frames = [lightness_and_ab_to_rgb(L_strip, s[k : k + 1].float())[0] for s in strips]
+                        image = item["image"]
+                        scale = min(1.0, STRIP_MAX_SIDE / max(image.shape[-2:]))
+                        if scale < 1:
+                            image = F.interpolate(as_float(image)[None], scale_factor=scale, mode="area")[0]
+                        frames = [colorizer.join(image, s[k : k + 1]) for s in strips]
                         if _write(torch.cat(frames, dim=-1), job.strip_target, cfg.format, job.source, result.skipped):
                             result.strips.append(job.strip_target)
             progress.update(len(items))

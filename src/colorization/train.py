@@ -18,9 +18,18 @@ from colorization.data.safety import load_checkpoint
 from colorization.errors import ConfigError
 from colorization.models.batchnorm import BATCHNORM_KINDS
 from colorization.models.data_init import INIT_METHODS, kmeans_init
-from colorization.models.init_from import load_body_weights
+from colorization.models.init_from import (
+    AUTHORS_HEAD,
+    AUTHORS_LAYOUT,
+    is_authors_state,
+    load_authors_weights_into,
+    load_body_weights,
+    network_tensors,
+    read_init_state,
+)
 from colorization.models.losses import VARIANTS
 from colorization.models.module import network_class
+from colorization.models.pretrained import authors_bins, check_authors_state_dict
 from colorization.prior import estimate_prior_from_data, load_prior, save_prior
 from colorization.sweeps import job_guard
 from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
@@ -172,6 +181,49 @@ def data_dependent_init(cfg: DictConfig, model, datamodule, device: torch.device
     )
 
 
+def set_on_command_line(key: str) -> bool:
+    """Whether this run's command line set ``key`` (``model.batchnorm=...``) or chose its config group (``model=...``).
+    False outside a Hydra app (a config composed in Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    names = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return any(key == name or key.startswith(name + ".") for name in names)
+
+
+def adopt_authors_weights(cfg: DictConfig, state: dict) -> torch.Tensor:
+    """``model.init_from`` is the authors' released file: the run takes its layout (``model=eccv16_port``'s) and
+    its 313 bins, which it returns. A value the command line set that disagrees is a one-line ConfigError."""
+    key = f"model.init_from={cfg.model.init_from}"
+    check_authors_state_dict(state, key)
+    for name, value in AUTHORS_LAYOUT.items():
+        current = cfg.model.get(name)
+        if current == value or (isinstance(value, float) and current is not None and float(current) == value):
+            continue
+        if name in ("arch", "width") or set_on_command_line(f"model.{name}"):  # arch, width: other shapes
+            raise ConfigError(
+                f"{key} is the authors' ECCV16 in their port's layout: model.{name}={current} disagrees "
+                f"(it needs {value}; use model=eccv16_port)"
+            )
+        log.info(
+            "model.init_from: the authors' file sets model.%s=%s (was %s), as model=eccv16_port", name, value, current
+        )
+        cfg.model[name] = value
+    bins = authors_bins(state[AUTHORS_HEAD], key, download=cfg.color.download)
+    if cfg.color.bins != "srgb" or set_on_command_line("color.bins"):
+        if not torch.equal(resolve_bins(cfg), bins):
+            raise ConfigError(
+                f"color.bins={cfg.color.bins} disagrees with the 313 bins of {key} (their head is kept): "
+                "use color.bins=official or leave it unset"
+            )
+    else:
+        log.info("model.init_from: the authors' 313 bins (color.bins=srgb, the default, is not used)")
+    if cfg.loss.k > len(bins):
+        raise ConfigError(f"loss.k={cfg.loss.k} is larger than the number of bins Q={len(bins)}")
+    return bins
+
+
 def build_model(cfg: DictConfig, bins: torch.Tensor, prior: torch.Tensor | None, **overrides) -> L.LightningModule:
     """The LightningModule of cfg.model, with plain containers in its hyperparameters (so checkpoints load
     with weights_only=True); ``model.init_from`` is a run option, not a hyperparameter."""
@@ -191,8 +243,12 @@ def train(cfg: DictConfig) -> L.Trainer:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path:
         load_checkpoint(ckpt_path, "ckpt_path", mmap=True)  # refuse a file that would run code, before any work
+    init_state = read_init_state(cfg.model.init_from) if cfg.model.get("init_from") else None
+    authors = init_state is not None and is_authors_state(init_state)
+    if init_state is not None and not authors:
+        network_tensors(init_state, cfg.model.init_from)  # one of our checkpoints, or a one-line error now
+    bins = adopt_authors_weights(cfg, init_state) if authors else resolve_bins(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    bins = resolve_bins(cfg)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -212,13 +268,18 @@ def train(cfg: DictConfig) -> L.Trainer:
     # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
     model = build_model(cfg, bins, prior)
     init = cfg.model.get("init", "default")
-    if init_from := cfg.model.get("init_from"):  # another run's weights: they take precedence over model.init
-        tensors = load_body_weights(model, init_from)
+    if authors:  # the authors' released weights: they take precedence over model.init
+        tensors = load_authors_weights_into(model, init_state, cfg.model.init_from)
+        what = "every layer, their head included" if model.criterion.classification else "all but the head"
+        log.info("model.init_from: %d tensors of the authors' ECCV16 (%s; model.init not run)", len(tensors), what)
+    elif init_from := cfg.model.get("init_from"):  # another run's weights: they take precedence over model.init
+        tensors = load_body_weights(model, init_from, state=init_state)
         log.info("model.init_from: %d tensors from %s (all but the head; model.init not run)", len(tensors), init_from)
     elif init == "kmeans" and ckpt_path:
         log.info("model.init=kmeans: not rerun, the weights come from ckpt_path=%s", ckpt_path)
     elif init == "kmeans" and trainer.global_rank == 0:  # DDP broadcasts rank 0's weights when it wraps the model
         data_dependent_init(cfg, model, datamodule, trainer.strategy.root_device)
+    del init_state  # copied into the network: free the file's tensors before training
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:

@@ -20,11 +20,11 @@ from colorization.color.reference import ReferenceError
 from colorization.data.safety import load_checkpoint as safe_load
 from colorization.errors import ConfigError
 from colorization.models.eccv16 import AB_SCALE, ECCV16
+from colorization.models.init_from import AUTHORS_HEAD
 from colorization.models.module import ColorizationModule
 
 log = logging.getLogger(__name__)
 
-AUTHORS_HEAD = "model_out.weight"
 AUTHORS_NUM_BINS = 313
 
 
@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> ColorizationMod
         raise ConfigError(f"{key}={path}: not a colorization.train checkpoint ({err})") from err
 
 
-def _check_authors_state_dict(state: dict, key: str) -> None:
+def check_authors_state_dict(state: dict, key: str) -> None:
     """The exact keys and shapes of the authors' ECCV16 (BatchNorm step counters optional), or ConfigError."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{key}: not a state dict of tensors (expected the authors' colorization_release_v2 file)")
@@ -97,7 +97,7 @@ def load_authors_weights(
     if not p.is_file():
         raise ConfigError(f"{key}={path}: no such file")
     state = safe_load(p, key)  # tensors and plain containers only; one line naming the key otherwise
-    _check_authors_state_dict(state, f"{key}={path}")
+    check_authors_state_dict(state, f"{key}={path}")
     bins = authors_bins(state.pop(AUTHORS_HEAD), f"{key}={path}", download)
     if prior is not None and len(prior) != len(bins):
         raise ConfigError(f"the prior has {len(prior)} bins but {key}={path} has {len(bins)}")

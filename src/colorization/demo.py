@@ -1,0 +1,164 @@
+"""python -m colorization.demo ckpt_path=CKPT | model.weights=PATH | pretrained=DIR_OR_HUB_ID  (Hydra main).
+
+A web page for a trained colorizer (Gradio), on a CPU as on a GPU: upload a photo or pick a sample, set the
+temperature; the page shows the gray input, the colorization and the paper's temperature strip side by side, and
+offers the full-resolution result as a PNG download. A file that is not an image gets a one-line message, never a
+stack trace. ``app(colorizer)`` builds the same page for a Hugging Face Space (``app.py``: build it, ``launch()``).
+Gradio's usage analytics are off (``GRADIO_ANALYTICS_ENABLED=False``): the page makes no outside connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no network
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from PIL import Image
+
+from colorization.api import Colorizer, as_float, to_uint8
+from colorization.data.datasets import BadImageError, load_image
+from colorization.data.sources import sample_photo_dir
+from colorization.errors import ConfigError
+from colorization.models.pretrained import load_model
+from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+SAMPLES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
+STRIP_SIDE = 256  # each frame of the on-page strip is at most this long
+
+
+def to_pil(rgb: torch.Tensor) -> Image.Image:
+    return Image.fromarray(to_uint8(rgb).permute(1, 2, 0).cpu().numpy())
+
+
+def shrink(image: torch.Tensor, side: int) -> torch.Tensor:
+    """An RGB image (3, H, W) scaled down (area) so that its longer side is at most ``side``."""
+    scale = min(1.0, side / max(image.shape[-2:]))
+    return F.interpolate(as_float(image)[None], scale_factor=scale, mode="area")[0] if scale < 1 else as_float(image)
+
+
+def colorize_file(
+    colorizer: Colorizer, path: str | None, temperature: float, strip_temperatures: list[float], out: Path
+):
+    """The page's one action: (gray input, colorization, temperature strip, path of the full-resolution PNG).
+
+    Raises ValueError with a one-line message for anything the user can fix (no file, not an image)."""
+    if not path:
+        raise ValueError("Upload a photo (JPEG, PNG, ...) or pick one of the samples.")
+    name = Path(path).name
+    try:
+        image = load_image(Path(path), name)
+    except BadImageError as err:  # the reason's kind only: its text names the server's temporary path
+        kind = type(err.__cause__).__name__ if err.__cause__ else "unreadable"
+        raise ValueError(f"{name} is not an image this demo can read ({kind}): upload a JPEG, PNG, ... photo.") from err
+    temperatures = [float(temperature), *strip_temperatures] if colorizer.classification else [float(temperature)]
+    ab, *strip_ab = colorizer.predict_ab([image], temperatures)
+    color = colorizer.join(image, ab)
+    gray = colorizer.join(image, torch.zeros_like(ab))
+    small = shrink(image, STRIP_SIDE)
+    strip = torch.cat([colorizer.join(small, s) for s in strip_ab], dim=-1) if strip_ab else shrink(color, STRIP_SIDE)
+    target = out / f"{Path(name).stem}_colorized.png"
+    full = to_pil(color)
+    full.save(target)
+    return to_pil(gray), full, to_pil(strip), str(target)
+
+
+def app(
+    colorizer: Colorizer, strip_temperatures: list[float] | None = None, title: str = "Colorful Image Colorization"
+):
+    """The Gradio page for ``colorizer`` (a ``gradio.Blocks``; ``.launch()`` serves it)."""
+    import gradio as gr
+
+    strip_temperatures = list(strip_temperatures or [1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.0])
+    out = Path(tempfile.mkdtemp(prefix="colorization-demo-"))
+
+    def run(path, temperature):
+        try:
+            return colorize_file(colorizer, path, temperature, strip_temperatures, out)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:  # never a stack trace on the page: one line, and the details in the server's log
+            log.exception("colorizing %s failed", path)
+            raise gr.Error(f"Could not colorize this file ({type(err).__name__}).", print_exception=False) from None
+
+    strip_label = "Temperature strip: T = " + ", ".join(f"{t:g}" for t in strip_temperatures) + " (0 is the mode)"
+    with gr.Blocks(title=title, analytics_enabled=False) as page:
+        gr.Markdown(
+            f"# {title}\n"
+            "Zhang, Isola & Efros, ECCV 2016. Upload a photo (or pick a sample): the network sees its lightness only "
+            "and predicts the colors, as the annealed mean of a distribution over ab bins at temperature T "
+            "(lower T: more vivid, higher: more muted)."
+        )
+        with gr.Row():
+            upload = gr.File(label="Photo", file_count="single", type="filepath", elem_id="photo")
+            temperature = gr.Slider(
+                0.01, 1.0, value=colorizer.temperature, step=0.01, label="Temperature T", elem_id="temperature"
+            )
+        samples = [str(sample_photo_dir() / n) for n in SAMPLES if (sample_photo_dir() / n).is_file()]
+        gr.Examples(examples=[[s] for s in samples], inputs=[upload], label="Samples")
+        with gr.Row():
+            gray = gr.Image(label="Gray input (what the network sees)", type="pil", format="png", elem_id="gray")
+            color = gr.Image(label="Colorization", type="pil", format="png", elem_id="color")
+        strip = gr.Image(label=strip_label, type="pil", format="png", elem_id="strip")
+        download = gr.File(label="Full-resolution result (PNG)", elem_id="download", interactive=False)
+        outputs = [gray, color, strip, download]
+        upload.change(run, [upload, temperature], outputs)
+        temperature.release(run, [upload, temperature], outputs)
+    page.sample_dir = str(sample_photo_dir())  # launch(allowed_paths=...) must let the page show the samples
+    return page
+
+
+def load_colorizer(cfg: DictConfig) -> Colorizer:
+    chosen = [k for k in ("ckpt_path", "pretrained") if cfg.get(k)] + (["model.weights"] if cfg.model.weights else [])
+    if len(chosen) > 1:
+        raise ConfigError(f"pass one model, not {' and '.join(chosen)}")
+    if not chosen:
+        raise ConfigError("no model: pass ckpt_path=CKPT, pretrained=DIR_OR_HUB_ID or model.weights=PATH")
+    if cfg.pretrained:
+        try:
+            return Colorizer.from_pretrained(cfg.pretrained, device=cfg.device, size=cfg.size)
+        except (OSError, ValueError) as err:  # huggingface_hub's: not found, offline without a cached copy, bad id
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"pretrained={cfg.pretrained}: not an exported model directory or Hub id ({reason})"
+            ) from err
+    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
+    return Colorizer.from_module(module, cfg.device, size=cfg.size)
+
+
+@one_line_hydra_errors
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="demo")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
+        raise ConfigError(f"port={cfg.port} must be an integer in 1..65535")
+    colorizer = load_colorizer(cfg)
+    if cfg.temperature is not None:
+        if cfg.temperature <= 0:
+            raise ConfigError(f"temperature={cfg.temperature} must be > 0")
+        colorizer.model.hparams.temperature = float(cfg.temperature)
+    page = app(colorizer, list(cfg.strip_temperatures))
+    log.info("the demo on http://%s:%d (device %s)", cfg.host, cfg.port, colorizer.device)
+    page.queue().launch(
+        server_name=cfg.host,
+        server_port=cfg.port,
+        share=False,
+        ssr_mode=False,
+        show_error=False,
+        allowed_paths=[page.sample_dir],
+        max_file_size=cfg.max_file_size,
+        quiet=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
