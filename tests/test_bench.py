@@ -57,7 +57,7 @@ def test_dense_loss_of_the_2016_configuration_equals_the_sparse_loss(module, cro
     batch["z"] = torch.zeros(len(crops), len(module.bins), 16, 16).scatter_(1, batch["idx"], batch["wts"])
     logits = torch.randn(len(crops), len(module.bins), 16, 16)
     dense, sparse = DenseSoftCrossEntropy()(logits, batch), ColorizationLoss("rebalanced")(logits, batch)
-    for key in ("loss", "ce"):
+    for key in ("loss", "loss_per_pixel", "ce"):
         torch.testing.assert_close(dense[key], sparse[key])
 
 

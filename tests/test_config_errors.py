@@ -92,7 +92,7 @@ def test_hydra_full_error_set_by_the_user_still_shows_the_full_error(cli, monkey
         (["loss.name=huber"], "error: loss.name='huber'"),
         (["loss.k=0"], "error: loss.k=0 must be >= 1"),
         (["loss.k=100000"], "error: loss.k=100000 is larger than the number of bins Q="),
-        (["data.crop_size=36"], "error: data.crop_size=36: the network needs a positive multiple of 8"),
+        (["data.crop_size=36"], "error: data.crop_size=36: model.arch=eccv16 needs a multiple of 8"),
         (["data.crop_size=0"], "error: data.crop_size=0"),
         (["data.batch_size=four"], "error: data.batch_size='four' must be an integer"),
         (["data.num_workers=-1"], "error: data.num_workers=-1 must be >= 0"),

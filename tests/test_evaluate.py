@@ -312,9 +312,10 @@ def test_mismatched_weight_files_are_refused(tmp_path, trained_checkpoint, no_re
         authors_bins(off_grid, key, download=False)
     with pytest.raises(ConfigError, match="not distinct and sorted"):
         authors_bins(state[AUTHORS_HEAD].flip(1), key, download=False)
-    # the likely mistakes, as files: our own network's weights (261 bins, no model_out), and a training checkpoint
+    # the likely mistakes, as files: our own network's weights (Caffe BatchNorm without gamma and beta, 261 bins,
+    # no model_out), and a training checkpoint
     torch.save(load_checkpoint(trained_checkpoint).net.state_dict(), tmp_path / "ours.pth")
-    with pytest.raises(ConfigError, match=r"missing: model_out.weight.*wrong shape: model8.6"):
+    with pytest.raises(ConfigError, match=r"missing: model1.4.bias, .*wrong shape: model8.6"):
         load_authors_weights(tmp_path / "ours.pth", download=False)
     with pytest.raises(ConfigError, match="not a state dict of tensors"):
         load_authors_weights(trained_checkpoint, download=False)

@@ -12,20 +12,22 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from colorization.data.sources import write_labeled_samples
 from colorization.errors import ConfigError
 from colorization.models.probe import Frozen, LinearProbes, reduce_features
 from conftest import REPO, TINY, compose
 
-LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "pool5"]
-# A small, fast probe: 96 x 96 crops (AlexNet's pool5 needs >= 67), batch 16, no loader workers.
+LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
+# A small, fast probe: 96 x 96 crops (the classic geometry needs >= 55), batch 16 without accumulation, no workers.
 PROBE_TINY = [
     "logger=csv",
     "trainer.accelerator=cpu",
     "data.crop_size=96",
     "data.resize=null",
-    "data.batch_size=16",
+    "probe.batch_size=16",
+    "probe.accumulate_grad_batches=1",
     "data.num_workers=0",
 ]
 
@@ -103,22 +105,77 @@ def test_feature_sizes_are_about_9k():
         assert 9000 <= c * h * w <= 9600
 
 
+def test_the_default_protocol_is_the_authors(tmp_path):
+    """conf/probe/authors.yaml against feature_learning_tests/linear (PAPER.md): solver, layers, geometry, batch."""
+    cfg = compose([], tmp_path, "probe")
+    probe = cfg.probe
+    assert probe.classic and probe.fold_batchnorm and probe.rescale and probe.reduce == "bilinear"
+    assert list(probe.layers) == LAYERS and probe.layers.pool5 is None and list(probe.layers.conv1) == [10, 10]
+    assert probe.optimizer._target_ == "torch.optim.SGD" and not probe.optimizer.nesterov
+    assert (probe.optimizer.lr, probe.optimizer.momentum, probe.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert (probe.bias_lr_mult, probe.bias_decay_mult) == (2.0, 0.0)
+    assert (probe.scheduler.step_size, probe.scheduler.gamma, probe.scheduler.interval) == (40000, 0.1, "step")
+    assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (140000, 64, 4)
+    assert (cfg.data.crop_size, cfg.data.resize) == (227, 256)
+    goyal = compose(["probe=goyal"], tmp_path, "probe").probe
+    assert goyal.reduce == "avgpool" and goyal.optimizer.nesterov and not goyal.classic
+
+
 def test_heads_batchnorm_is_parameter_free_and_backbone_frozen():
     from colorization.models.alexnet import AlexNetColorization
 
-    probes = LinearProbes({"random": AlexNetColorization(4)}, num_classes=3, layers={"conv5": [6, 6]})
+    probes = LinearProbes(
+        {"random": AlexNetColorization(4)},
+        num_classes=3,
+        layers={"conv5": [6, 6], "pool5": None},
+        bias_lr_mult=2.0,
+        bias_decay_mult=0.0,
+    )
     head = probes.heads["random_conv5"]
     assert not head.norm.affine and head.linear.in_features == 256 * 6 * 6
+    # pool5 kept as it is: 6 x 6 at 227 in the classic geometry (the authors' pool5 head)
+    assert probes.heads["random_pool5"].linear.in_features == 256 * 6 * 6
     assert all(not p.requires_grad for p in probes.backbones.parameters())
     probes.train()
     assert not any(m.training for m in probes.backbones["random"].modules()) and head.training
     assert isinstance(probes.backbones["random"], Frozen)
     optimizer = probes.configure_optimizers()
-    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
-    assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["weight_decay"] == 5e-4
+    assert isinstance(optimizer, torch.optim.SGD) and not optimizer.defaults["nesterov"]
+    weights, biases = optimizer.param_groups  # Caffe's lr_mult / decay_mult: weights 1 / 1, biases 2 / 0
+    assert (weights["lr"], weights["weight_decay"]) == (0.01, 5e-4)
+    assert (biases["lr"], biases["weight_decay"]) == (0.02, 0.0)
+    assert all(p.ndim == 1 for p in biases["params"]) and all(p.ndim == 2 for p in weights["params"])
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
         p.numel() for p in probes.heads.parameters()
     )
+
+
+def test_prepared_backbone_has_no_batchnorm_and_the_same_classes(tmp_path, labeled_dir):
+    """fold_batchnorm + rescale: BatchNorm gone, and each layer's features change by a positive per-layer scale
+    only (so a linear probe can fit the same classes): checked as the cosine between flattened features."""
+    import hydra
+
+    from colorization.models.alexnet import AlexNetColorization
+    from colorization.probe import prepare_backbone
+
+    cfg = compose([f"data.root={labeled_dir / 'train'}", *PROBE_TINY], tmp_path, "probe")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    net = AlexNetColorization(4).train()
+    L_batch = torch.rand(4, 1, 96, 96) * 100
+    with torch.no_grad():
+        for _ in range(3):  # running statistics
+            net(L_batch)
+    net.eval()
+    with torch.no_grad():
+        before = net.features(L_batch)
+    prepare_backbone(net, cfg, datamodule)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    with torch.no_grad():
+        after = net.features(L_batch)
+    for layer in ("conv1", "conv2", "conv5", "pool5"):
+        cosine = F.cosine_similarity(before[layer].flatten(), after[layer].flatten(), dim=0)
+        assert cosine > 0.9999, layer
 
 
 def test_probe_checkpoint_holds_heads_only():
@@ -184,7 +241,7 @@ def test_probe_learns_with_frozen_backbones(alexnet_ckpt, labeled_dir, tmp_path)
     on_disk = json.loads((tmp_path / "probe.json").read_text())
     assert on_disk["results"] == report["results"]
     table = (tmp_path / "probe.md").read_text()
-    assert "| conv1 | 96x10x10 |" in table and "checkpoint top-1" in table and "random top-1" in table
+    assert "| conv1 | 96x10x10 |" in table and "| pool5 | 256x2x2 |" in table and "checkpoint top-1" in table and "random top-1" in table
     # the logger got the same numbers
     metrics_csv = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "val/checkpoint/conv3/top1" in metrics_csv and "val/random/pool5/top5" in metrics_csv
@@ -251,11 +308,11 @@ def test_probe_hf_imagefolder_labels(alexnet_ckpt, labeled_dir, tmp_path, monkey
     [
         (["data=samples"], "data=samples has no labels"),
         (["data.labels=false"], "data.labels=false"),
-        (["data.crop_size=64"], "at least 67"),
+        (["data.crop_size=48"], "at least 55"),
         (["probe.reduce=nearest"], "probe.reduce='nearest'"),
         (["probe.baselines=[imagenet]"], "probe.baselines"),
         (["data=hf", "data.path=imagefolder"], "data.label_column is not set"),
-        (["data.batch_size=256"], "larger than the 64 training images"),
+        (["probe.batch_size=256"], "larger than the 64 training images"),
     ],
 )
 def test_config_errors(alexnet_ckpt, labeled_dir, tmp_path, overrides, message):

@@ -29,7 +29,9 @@ def test_authors_preset_reproduces_the_released_setup(tmp_path):
     cfg = compose(["experiment=authors"], tmp_path)
     assert (cfg.loss.k, cfg.color.bins, cfg.color.prior) == (10, "official", "official")
     assert cfg.model.optimizer.lr == pytest.approx(3.16e-5)
-    assert (cfg.model.scheduler.step_size, cfg.model.scheduler.gamma) == (215000, 0.316)
+    assert (list(cfg.model.scheduler.milestones), cfg.model.scheduler.gamma) == ([215000, 430000], 0.316)
+    assert list(cfg.model.optimizer.betas) == [0.9, 0.99] and cfg.model.optimizer.weight_decay == pytest.approx(1e-3)
+    assert (cfg.model.batchnorm, cfg.model.input_scale, cfg.model.init) == ("caffe", 1.0, "kmeans")
     assert (cfg.data.batch_size, cfg.data.crop_size, cfg.trainer.max_steps) == (40, 176, 450000)
 
 

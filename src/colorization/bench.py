@@ -193,7 +193,8 @@ class DenseSoftCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         ce = -(batch["z"] * F.log_softmax(logits.float(), dim=1)).sum(1) * batch["mask"].view(-1, 1, 1)
-        return {"loss": (ce * batch["pixel_weight"]).mean(), "ce": ce.mean()}
+        loss = (ce * batch["pixel_weight"]).sum() / len(ce)  # summed over pixels / N (the authors' scale)
+        return {"loss": loss, "loss_per_pixel": loss / ce[0].numel(), "ce": ce.mean()}
 
 
 class Legacy2016Module(ColorizationModule):

@@ -219,4 +219,10 @@ class LinearProbes(L.LightningModule):
 
 
 # The authors' probe solver (plain momentum SGD), used when none is configured
-DEFAULT_PROBE_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9}
+DEFAULT_PROBE_OPTIMIZER = {
+    "_target_": "torch.optim.SGD",
+    "_partial_": True,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+}
