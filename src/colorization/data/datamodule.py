@@ -67,6 +67,7 @@ class ColorizationDataModule(L.LightningDataModule):
         val_root: str | None = None,
         val_size: int = 256,
         labels: bool = False,
+        index: str | None = None,
         # hf
         path: str | None = None,
         name: str | None = None,
@@ -97,9 +98,11 @@ class ColorizationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
         if hp.on_error not in ON_ERROR:
             raise ConfigError(f"data.on_error={hp.on_error!r} is not one of {ON_ERROR}")
-        self._folder_split = None
+        self.file_split = None  # folder: the train / validation files and the classes, listed once (data.index)
         if hp.source == "folder":  # listing the files is needed anyway; an empty folder fails here, early
-            self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable)
+            self.file_split = folder_split(
+                hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable, index=hp.index
+            )
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
         if hp.batches_per_epoch is not None and hp.batches_per_epoch < 1:
@@ -123,7 +126,7 @@ class ColorizationDataModule(L.LightningDataModule):
         if hp.source == "samples":
             return hp.train_crops
         if hp.source == "folder":
-            return len(self._folder_split.train)
+            return len(self.file_split.train)
         if hp.streaming:
             return None
         self.setup("fit")  # a map-style Hugging Face dataset: its length is in its metadata
@@ -162,7 +165,7 @@ class ColorizationDataModule(L.LightningDataModule):
             self.train_set = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops)
             self.val_set = FixedCrops(decode(split.val), hp.val_crops, hp.crop_size, seed=hp.seed)
         elif hp.source == "folder":
-            split = self._folder_split
+            split = self.file_split
             train_labels = val_labels = None
             if split.classes is not None:
                 index = {c: i for i, c in enumerate(split.classes)}
