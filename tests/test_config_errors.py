@@ -168,7 +168,9 @@ def test_a_run_that_cannot_make_one_training_batch_fails_in_one_line(tmp_path, c
     rng = np.random.default_rng(0)
     for i in range(28):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
-    code, err = cli("data=folder", f"data.root={photos}", "trainer.max_steps=5", "trainer.accelerator=cpu", "logger=csv")
+    code, err = cli(
+        "data=folder", f"data.root={photos}", "trainer.max_steps=5", "trainer.accelerator=cpu", "logger=csv"
+    )
     assert code == 2
     line = _one_line(err)
     assert line.startswith("error: data.batch_size=40 is larger than the ") and "training images" in line, line
