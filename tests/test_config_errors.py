@@ -159,3 +159,19 @@ def test_the_real_command_prints_one_line_for_each_kind_of_mistake(tmp_path):
         assert process.returncode == 2, (name, err[-2000:])
         assert _one_line(err).startswith(cases[name][1]), name
     assert not marker.exists()
+
+
+def test_a_run_that_cannot_make_one_training_batch_fails_in_one_line(tmp_path, cli):
+    """The issue's case: 28 photos, the default batch of 40 (the loader drops the last partial batch)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(28):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    code, err = cli(
+        "data=folder", f"data.root={photos}", "trainer.max_steps=5", "trainer.accelerator=cpu", "logger=csv"
+    )
+    assert code == 2
+    line = _one_line(err)
+    assert line.startswith("error: data.batch_size=40 is larger than the ") and "training images" in line, line
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from colorization.data import ColorizationDataModule
-from colorization.data.datasets import ImageFiles, load_image, val_transform
+from colorization.data.datasets import BadImageError, ImageFiles, load_image, skipped_files, val_transform
 from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch, encoded_image
+from test_robustness import png_with_header
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +61,48 @@ def test_batched_decode_matches_the_worker_path(photos):
     assert diff.mean() < 1.0 and diff.max() <= 8  # libjpeg in torchvision vs in Pillow: same decoder family
 
 
-def test_a_corrupt_jpeg_is_dropped_with_its_label_and_logged(photos, tmp_path, caplog):
-    good = sorted(photos.rglob("*.jpg"))[:2]
-    raw = good[0].read_bytes()
+def bad_huffman_table(raw: bytes) -> bytes:
+    """A JPEG whose first Huffman table claims 16 x 255 codes: its header reads fine, the decoder refuses it."""
+    at = raw.index(b"\xff\xc4") + 5  # marker, 2 length bytes, table class / id: then the 16 code counts
+    return raw[:at] + b"\xff" * 16 + raw[at + 16 :]
+
+
+def test_a_truncated_jpeg_is_skipped_in_the_worker_and_named(photos, tmp_path, caplog):
+    good = sorted(photos.rglob("*.jpg"))[0]
+    raw = good.read_bytes()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(raw[: len(raw) // 3])  # a valid header, then the file ends
-    Image.open(io.BytesIO(broken.read_bytes()))  # the worker's header check passes: it fails on the device
+    Image.open(io.BytesIO(broken.read_bytes()))  # PIL's header check passes, libjpeg would fill it with gray
+    with pytest.raises(BadImageError, match="broken.jpg: .*truncated JPEG"):
+        encoded_image(broken)
+    dataset = EncodedFiles([broken, good], labels=[0, 1])
+    with caplog.at_level(logging.WARNING):
+        item = dataset[0]  # served by another file, and the skipped one named (SkippedImages counts it)
+    assert item["label"] == 1 and item["skipped"] == str(broken)
+    assert f"skipped unreadable image {broken}" in caplog.text
+    bomb = tmp_path / "bomb.png"
+    png_with_header(bomb, 10_000, 10_000)  # 100 M pixels: PIL only warns; refused as on the CPU path
+    with pytest.raises(BadImageError, match="bomb.png"):
+        encoded_image(bomb)
+    with pytest.raises(BadImageError, match="notes.jpg"):
+        (tmp_path / "notes.jpg").write_text("not a photo")
+        encoded_image(tmp_path / "notes.jpg")
+
+
+def test_a_jpeg_the_device_decoder_refuses_is_dropped_with_its_label_and_named(photos, tmp_path, caplog):
+    good = sorted(photos.rglob("*.jpg"))[:2]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(bad_huffman_table(good[0].read_bytes()))
     dataset = EncodedFiles([good[0], broken, good[1]], labels=[0, 1, 2])
     batch = collate_encoded([dataset[i] for i in range(3)], crops="val")
+    assert batch["data"][1].ndim == 1  # it passed the worker's checks: its bytes travel to the decoder
     dm = ColorizationDataModule(source="folder", root=str(photos), crop_size=32, resize=48, gpu_decode=True)
     dm.setup("fit")
     with caplog.at_level(logging.WARNING):
         out = dm.on_before_batch_transfer(batch)
     assert out["image"].shape == (2, 3, 32, 32) and out["label"].tolist() == [0, 2]
-    assert "skipped an image that does not decode" in caplog.text
+    assert skipped_files(out) == [str(broken)]  # counted by callbacks.SkippedImages
+    assert f"skipped unreadable image {broken}: the device decoder failed" in caplog.text
 
 
 @pytest.mark.parametrize("source", ["folder", "hf"])

@@ -241,7 +241,12 @@ def test_probe_learns_with_frozen_backbones(alexnet_ckpt, labeled_dir, tmp_path)
     on_disk = json.loads((tmp_path / "probe.json").read_text())
     assert on_disk["results"] == report["results"]
     table = (tmp_path / "probe.md").read_text()
-    assert "| conv1 | 96x10x10 |" in table and "| pool5 | 256x2x2 |" in table and "checkpoint top-1" in table and "random top-1" in table
+    assert (
+        "| conv1 | 96x10x10 |" in table
+        and "| pool5 | 256x2x2 |" in table
+        and "checkpoint top-1" in table
+        and "random top-1" in table
+    )
     # the logger got the same numbers
     metrics_csv = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "val/checkpoint/conv3/top1" in metrics_csv and "val/random/pool5/top5" in metrics_csv

@@ -463,7 +463,9 @@ def test_output_path_rejects_unsafe_suffixes(tmp_path, suffix):
 
 # ---- the issue's command on a folder of every kind of file -----------------------------------------------------
 @pytest.mark.slow
-def test_train_on_a_folder_of_bad_and_odd_images_exits_0_and_names_every_skipped_file(tmp_path):
+@pytest.mark.parametrize("gpu_decode", [False, True])
+def test_train_on_a_folder_of_bad_and_odd_images_exits_0_and_names_every_skipped_file(tmp_path, gpu_decode):
+    """Also with data.gpu_decode=true (the batched decoding path, on the CPU here): the issue's command."""
     good, bad = make_corpus(tmp_path / "photos")
     command = [
         sys.executable,
@@ -480,6 +482,8 @@ def test_train_on_a_folder_of_bad_and_odd_images_exits_0_and_names_every_skipped
         "data.num_workers=2",
         "color.prior_images=400",
     ]
+    if gpu_decode:
+        command += ["data.gpu_decode=true", "data.batch_size=8", "data.crop_size=64"]
     env = {**os.environ, "COLORIZATION_LOG_DIR": str(tmp_path / "logs"), "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
@@ -490,5 +494,5 @@ def test_train_on_a_folder_of_bad_and_odd_images_exits_0_and_names_every_skipped
         assert f"skipped unreadable image {path}" not in output
     assert "unreadable images in total" in output  # the end-of-run summary with the count
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 5
     assert "data/skipped_train" in (run / "csv" / "metrics.csv").read_text()

@@ -172,6 +172,14 @@ def test_ab_histogram_matches_numpy():
     assert counts.sum().item() == inside
 
 
+def test_ab_histogram_counts_values_on_the_edges_as_numpy():
+    edges = AB_EDGES.tolist()
+    values = torch.tensor([edges[0], edges[1], edges[-2], edges[-1], -5.0, 5.0, 115.5, -115.5])
+    ab = torch.stack(torch.meshgrid(values, values, indexing="ij"))[None]  # every pair of them
+    expected, _, _ = np.histogram2d(ab[0, 0].flatten().numpy(), ab[0, 1].flatten().numpy(), bins=[edges, edges])
+    np.testing.assert_array_equal(ab_histogram(ab).numpy(), expected)
+
+
 def test_histogram_image_puts_red_right_and_yellow_up():
     counts = torch.zeros(23, 23)
     counts[21, 11] = 5  # a = +100 (red), b = 0

@@ -103,11 +103,15 @@ def _select_files(files: list[Path], indices: np.ndarray | None, where: str) -> 
     return [int(i) for i in indices]
 
 
-def evaluation_dataset(data: DictConfig, transform, indices: np.ndarray | None) -> tuple[Dataset, list[str] | None]:
+def evaluation_dataset(
+    data: DictConfig, transform, indices: np.ndarray | None, split=None
+) -> tuple[Dataset, list[str] | None]:
     """All validation images of the data source (whole photos, not training crops), and the class names.
 
     samples: the held-out photos; folder: every image under data.val_root (or data.root); hf: data.val_split
     (or data.split). Labels: folder sub-folder names in sorted order (data.labels), or data.label_column.
+    ``split``: the DataModule's folder split, whose listing of data.val_root is reused (no second walk; data.root
+    is read back from its index file).
     """
     if data.source == "samples":
         files = sample_split().val
@@ -115,11 +119,12 @@ def evaluation_dataset(data: DictConfig, transform, indices: np.ndarray | None) 
     if data.source == "folder":
         key = "data.val_root" if data.val_root else "data.root"
         root = Path(data.val_root or data.root).expanduser()
-        files = list_images(root, key)
+        files = split.val if split is not None and data.val_root else list_images(root, key, data.get("index"))
+        listed = files
         files = [files[i] for i in _select_files(files, indices, f"{key}={root}")]
         classes = labels = None
         if data.labels:
-            classes = sorted({class_of(f, root) for f in list_images(root, key)})
+            classes = sorted({class_of(f, root) for f in listed})  # from the same listing
             index = {c: i for i, c in enumerate(classes)}
             labels = [index[class_of(f, root)] for f in files]
         return ImageFiles(files, transform, labels), classes
@@ -478,7 +483,8 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     datamodule = hydra.utils.instantiate(cfg.data, crop_size=size, resize=size)  # checks every data key
     data = OmegaConf.create(dict(datamodule.hparams))
     indices = load_indices(cfg.protocol.indices, cfg.color.download)
-    dataset, classes = evaluation_dataset(data, protocol_transform(cfg.protocol.name, size), indices)
+    split = datamodule.file_split
+    dataset, classes = evaluation_dataset(data, protocol_transform(cfg.protocol.name, size), indices, split)
     module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
     bins, prior = auc_bins_and_prior(cfg, module)
 

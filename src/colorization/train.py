@@ -253,6 +253,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
+    datamodule.check_not_empty(trainer.world_size)
     if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
         raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
     if cfg.trainer.get("sync_batchnorm") and cfg.model.get("batchnorm") == "caffe":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import netrc
 import os
 import sys
@@ -58,8 +59,18 @@ def wandb_offline() -> bool:
         return True
 
 
+def loader_workers(most: int = 8) -> int:
+    """``${loader_workers:8}``: loader processes per rank, at most ``most``, at most the CPUs this process may use
+    divided by the ranks on this node (torchrun / SLURM say how many); at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    declared = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or "1"
+    local_ranks = int("".join(itertools.takewhile(str.isdigit, declared)) or 1)  # SLURM may write "4(x2)"
+    return max(1, min(int(most), cpus // max(1, local_ranks)))
+
+
 def register_resolvers() -> None:
     resolvers = {
+        "loader_workers": loader_workers,
         "run_id": lambda: RUN_ID,
         "wandb_offline": wandb_offline,
         "sweep_group": sweep_group,  # W&B group / name of a multirun job (None outside multiruns)

@@ -1,9 +1,9 @@
 """Keeps a long run's progress safe: non-finite losses, SIGTERM / SIGINT.
 
-- A non-finite loss: ``ColorizationModule.training_step`` returns None (every rank agrees), so Lightning
-  skips backward and the optimizer step; this callback also puts back the BatchNorm running statistics
-  that the bad forward pass updated, warns and counts. ``max_nonfinite`` in a row stop the run with a
-  checkpoint and a one-line error.
+- A non-finite loss: ``ColorizationModule`` skips its optimizer step on the device (``models.nonfinite``); this
+  callback puts back the BatchNorm running statistics that the bad forward pass updated (``torch.where`` from a
+  stash made once) and counts on the device, reading the counts at the logging interval: it warns, and
+  ``max_nonfinite`` in a row stop the run with a checkpoint and a one-line error.
 - SIGTERM (pre-emption, ``scancel``, SLURM's end of time): Lightning's own handler stops after the
   current batch by raising SIGTERMException; this callback then writes ``checkpoints/last.ckpt`` and the
   process exits with status 0. SIGINT (Ctrl+C) is turned into the same path; a second Ctrl+C interrupts
@@ -40,15 +40,25 @@ def last_checkpoint_path(trainer) -> Path:
 
 
 class FaultTolerance(L.Callback):
-    def __init__(self, max_nonfinite: int = 10):
+    def __init__(self, max_nonfinite: int = 10, check_every_n_steps: int | None = None):
+        """``max_nonfinite`` non-finite steps in a row stop the run with a checkpoint. The counts live on the device
+        and are read every ``check_every_n_steps`` optimizer steps (None: the trainer's ``log_every_n_steps``, when
+        Lightning syncs for its logging anyway) and at the end of training."""
         if not isinstance(max_nonfinite, int) or max_nonfinite < 1:
             raise ConfigError(f"callbacks.fault_tolerance.max_nonfinite={max_nonfinite} must be an integer >= 1")
+        if check_every_n_steps is not None and (not isinstance(check_every_n_steps, int) or check_every_n_steps < 1):
+            raise ConfigError(
+                f"callbacks.fault_tolerance.check_every_n_steps={check_every_n_steps} must be an integer >= 1"
+            )
         self.max_nonfinite = max_nonfinite
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self.check_every_n_steps = check_every_n_steps
+        self.nonfinite_total = 0  # as last read from the device
         self.failure: str | None = None
         self._previous_sigint = None
-        self._norm_state: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._buffers: list[torch.Tensor] = []
+        self._stash: list[torch.Tensor] = []
+        self._stash_due = True
+        self._counts: torch.Tensor | None = None  # on the device: total, in a row, longest run in a row
 
     @staticmethod
     def _norm_buffers(pl_module) -> list[torch.Tensor]:
@@ -56,44 +66,66 @@ class FaultTolerance(L.Callback):
         norms = (m for m in pl_module.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase))
         return [b for m in norms for b in m.buffers()]
 
-    # ---- non-finite losses ------------------------------------------------------------------------
+    # ---- non-finite losses: the step is skipped on the device (ColorizationModule.on_before_optimizer_step) -------
+    def on_train_start(self, trainer, pl_module):
+        self._buffers = self._norm_buffers(pl_module)
+        self._stash = [b.detach().clone() for b in self._buffers]  # made once; copied into before each step
+        self._counts = torch.tensor([self.nonfinite_total, 0, 0], device=pl_module.device, dtype=torch.float32)
+        # Lightning registered its SIGTERM handler just before; Ctrl+C takes the same graceful path
+        self._previous_sigint = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._norm_state = [(b, b.detach().clone()) for b in self._norm_buffers(pl_module)]
+        if self._stash_due:  # the first batch of an optimizer step (all of its accumulated batches update them)
+            with torch.no_grad():
+                for copy, buffer in zip(self._stash, self._buffers, strict=True):
+                    copy.copy_(buffer)
+            self._stash_due = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        saved, self._norm_state = self._norm_state, []
-        if outputs:  # training_step returned its loss: the step happened
-            self.nonfinite_in_a_row = 0
-            return
+        found = getattr(pl_module, "nonfinite_step", None)
+        if found is None or self._counts is None:
+            return  # no optimizer step after this batch (gradient accumulation), or not a ColorizationModule
+        pl_module.nonfinite_step, self._stash_due = None, True
         with torch.no_grad():
-            for buffer, copy in saved:
-                buffer.copy_(copy)
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        log.warning(
-            "step %d: non-finite loss, optimizer step skipped (%d in a row, %d in total)",
-            trainer.global_step,
-            self.nonfinite_in_a_row,
-            self.nonfinite_total,
-        )
-        if self.nonfinite_in_a_row >= self.max_nonfinite and self.failure is None:
+            skipped = found.bool()
+            for buffer, copy in zip(self._buffers, self._stash, strict=True):
+                buffer.copy_(torch.where(skipped, copy, buffer))
+            total, in_a_row, longest = self._counts.unbind()
+            in_a_row = (in_a_row + found) * found
+            self._counts = torch.stack((total + found, in_a_row, torch.maximum(longest, in_a_row)))
+        every = self.check_every_n_steps or trainer.log_every_n_steps
+        if trainer.global_step % every == 0:
+            self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        """Read the device counts (one sync), warn about new non-finite steps, stop after a run of them."""
+        if self._counts is None:
+            return
+        total, in_a_row, longest = (int(v) for v in self._counts.tolist())
+        if total > self.nonfinite_total:
+            log.warning(
+                "non-finite loss: %d optimizer steps skipped by step %d (%d in total, %d in a row now)",
+                total - self.nonfinite_total,
+                trainer.global_step,
+                total,
+                in_a_row,
+            )
+        self.nonfinite_total = total
+        if longest >= self.max_nonfinite and self.failure is None:
             path = self.save(trainer)
             self.failure = (
-                f"{self.nonfinite_in_a_row} non-finite losses in a row at step {trainer.global_step}: stopped, "
+                f"{longest} non-finite losses in a row by step {trainer.global_step}: stopped, "
                 f"checkpoint {path} (lower model.optimizer.lr, or raise callbacks.fault_tolerance.max_nonfinite)"
             )
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module):
+        self._check(trainer)
         if self.failure is not None:
             raise NonFiniteLossError(self.failure)
 
     # ---- signals ----------------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module):
-        # Lightning registered its SIGTERM handler just before; Ctrl+C takes the same graceful path
-        self._previous_sigint = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
-
     def _on_sigint(self, signum, frame):
         log.warning("SIGINT: stopping after this batch with a checkpoint (Ctrl+C again to interrupt at once)")
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -124,7 +156,8 @@ class FaultTolerance(L.Callback):
 
     # ---- resumable counters -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"nonfinite_total": self.nonfinite_total}
+        total = int(self._counts[0].item()) if self._counts is not None else self.nonfinite_total  # at checkpoints
+        return {"nonfinite_total": total}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.nonfinite_total = state_dict.get("nonfinite_total", 0)  # a resumed run starts a fresh count in a row

@@ -15,6 +15,7 @@ def save_and_log(trainer: L.Trainer, image: torch.Tensor, key: str, stem: str, c
     out_dir = Path(trainer.default_root_dir) / dirname
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stem}_step{trainer.global_step:07d}.png"
+    image = image.cpu()  # the figure's one host copy (it was made on the device)
     save_image(image, path)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):

@@ -52,7 +52,8 @@ class TemperatureStrip(L.Callback):
             return  # L2 regression has one answer, no distribution to anneal
         L_full = batch["L"][self.index : self.index + 1]
         truth = batch["image"][self.index : self.index + 1].float() / 255
-        self._strip = temperature_strip(L_full, pl_module(L_full), pl_module.bins, truth, self.temperatures).cpu()
+        logits = outputs["output"][self.index : self.index + 1]  # validation_step's: no second forward pass
+        self._strip = temperature_strip(L_full, logits, pl_module.bins, truth, self.temperatures)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if self._strip is None or not trainer.is_global_zero:

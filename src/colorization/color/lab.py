@@ -21,8 +21,14 @@ _EPSILON = 0.008856  # (6/29)^3, rounded as in skimage
 _KAPPA = 7.787  # (29/6)^2 / 3, rounded as in skimage
 
 
+@functools.lru_cache(maxsize=32)  # made once per device and dtype: a tensor from Python data is a host-to-device copy
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode: autograd may use it
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
 def _matrix(m, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(m, dtype=like.dtype, device=like.device)
+    return _constant(m, like.dtype, like.device)
 
 
 def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +82,7 @@ def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)  # once per device, not per batch
+@torch.inference_mode(False)
 def _uint8_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The sRGB linearization of the 256 levels (256,), and times each channel's weight in Y (3 * 256,)."""
     linear = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=device) / 255)

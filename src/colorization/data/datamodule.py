@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from colorization.data.datasets import (
     ON_ERROR,
+    SKIPPED,
+    SKIPPED_SEP,
     FixedCrops,
     HFImages,
     HFImageStream,
@@ -65,6 +67,7 @@ class ColorizationDataModule(L.LightningDataModule):
         val_root: str | None = None,
         val_size: int = 256,
         labels: bool = False,
+        index: str | None = None,
         # hf
         path: str | None = None,
         name: str | None = None,
@@ -95,9 +98,11 @@ class ColorizationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
         if hp.on_error not in ON_ERROR:
             raise ConfigError(f"data.on_error={hp.on_error!r} is not one of {ON_ERROR}")
-        self._folder_split = None
+        self.file_split = None  # folder: the train / validation files and the classes, listed once (data.index)
         if hp.source == "folder":  # listing the files is needed anyway; an empty folder fails here, early
-            self._folder_split = folder_split(hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable)
+            self.file_split = folder_split(
+                hp.root, hp.val_root, hp.val_size, hp.seed, hp.labels, usable=readable, index=hp.index
+            )
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
         if hp.batches_per_epoch is not None and hp.batches_per_epoch < 1:
@@ -114,6 +119,31 @@ class ColorizationDataModule(L.LightningDataModule):
                 "data.batches_per_epoch is not set: a stream read by several processes needs the same number "
                 "of batches on every rank (e.g. examples per epoch // data.batch_size)"
             )
+
+    def train_size(self) -> int | None:
+        """How many training examples there are, where known before reading them (None for a stream)."""
+        hp = self.hparams
+        if hp.source == "samples":
+            return hp.train_crops
+        if hp.source == "folder":
+            return len(self.file_split.train)
+        if hp.streaming:
+            return None
+        self.setup("fit")  # a map-style Hugging Face dataset: its length is in its metadata
+        return len(self.train_set)
+
+    def check_not_empty(self, world_size: int = 1) -> None:
+        """Fail before any work when the training loader (which drops the last partial batch) makes no batch."""
+        n = self.train_size()
+        batch = per_rank_batch(self.hparams.batch_size, world_size)
+        if n is None or -(-n // world_size) >= batch:  # the distributed sampler pads each rank to ceil(n / world)
+            return
+        where = {"folder": f" in data.root={self.hparams.root}", "hf": f" in data.path={self.hparams.path}"}
+        spread = f" over {world_size} processes" if world_size > 1 else ""
+        raise ConfigError(
+            f"data.batch_size={self.hparams.batch_size} is larger than the {n} training images"
+            f"{where.get(self.hparams.source, '')}{spread}: no training batch (lower data.batch_size, or add images)"
+        )
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -135,7 +165,7 @@ class ColorizationDataModule(L.LightningDataModule):
             self.train_set = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops)
             self.val_set = FixedCrops(decode(split.val), hp.val_crops, hp.crop_size, seed=hp.seed)
         elif hp.source == "folder":
-            split = self._folder_split
+            split = self.file_split
             train_labels = val_labels = None
             if split.classes is not None:
                 index = {c: i for i, c in enumerate(split.classes)}
@@ -144,8 +174,8 @@ class ColorizationDataModule(L.LightningDataModule):
                 val_labels = [index.get(class_of(f, val_root), -1) for f in split.val]
             self.classes = split.classes
             if hp.gpu_decode:
-                self.train_set = EncodedFiles(split.train, train_labels)
-                self.val_set = EncodedFiles(split.val, val_labels)
+                self.train_set = EncodedFiles(split.train, train_labels, hp.on_error)
+                self.val_set = EncodedFiles(split.val, val_labels, hp.on_error)
             else:
                 self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
                 self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
@@ -232,10 +262,14 @@ class ColorizationDataModule(L.LightningDataModule):
         if isinstance(batch, dict) and "data" in batch:  # data.gpu_decode
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             transform = self.device_transforms[batch.pop("crops")]
-            images, kept = decode_batch(batch.pop("data"), device, transform)
+            data, names = batch.pop("data"), batch.pop("file", None)
+            images, kept = decode_batch(data, device, transform, names)
             # tensors (labels) and lists (the skipped-file names) alike keep the decodable images' entries
             batch = {k: [v[i] for i in kept] if isinstance(v, list) else v[kept] for k, v in batch.items()}
             batch["image"] = images
+            if len(kept) < len(data):  # the files the device decoder refused are skipped files too (counted)
+                failed = [names[i] if names else f"image {i} of the batch" for i in range(len(data)) if i not in kept]
+                batch[SKIPPED] = [*batch.get(SKIPPED, []), SKIPPED_SEP.join(failed)]
         return batch
 
     def sample_batches(self, images: int | None, seed: int, buffer: int = 10_000):

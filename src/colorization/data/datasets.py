@@ -354,7 +354,7 @@ def _hf_item(
     if encoded:  # data.gpu_decode: the bytes travel, decoding and cropping happen on the device
         from colorization.data.decode import encoded_image
 
-        item = {"data": encoded_image(example[image_column])}
+        item = {"data": encoded_image(example[image_column], name), "file": name}
     else:
         item = {"image": transform(_decode(example[image_column], name))}
     if label_column is not None:

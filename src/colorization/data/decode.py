@@ -4,6 +4,11 @@ DataModule decodes a whole batch at once (nvJPEG on a GPU, libjpeg on the CPU), 
 A worker only reads each file's header: a baseline RGB or gray JPEG without EXIF rotation travels as its
 bytes (uint8, 1-D); anything else (PNG, CMYK or EXIF-rotated JPEG, ...) is decoded in the worker, exactly
 as without this option, and travels as a uint8 (3, H, W) image. Batches are dicts whose "data" is a list.
+
+The CPU path's guarantees hold: the header check refuses decompression bombs, non-images and truncated JPEGs
+(``BadImageError``, so the dataset skips, counts and names them as ``ImageFiles`` does), and a file that only
+fails in the device decoder is dropped from its batch, named in the batch's skipped files (so
+``callbacks.SkippedImages`` counts it) and logged: the batch is smaller by the files so named.
 """
 
 from __future__ import annotations
@@ -15,38 +20,58 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from colorization.data.datasets import to_rgb_tensor
+from colorization.data.datasets import BadImageError, SkipBadImages, check_on_error, to_rgb_tensor
 
 log = logging.getLogger(__name__)
 
 _EXIF_ORIENTATION = 0x0112
 
 
-def encoded_image(source: bytes | str | Path | dict) -> torch.Tensor:
-    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> bytes or decoded image."""
+def jpeg_is_complete(raw: bytes) -> bool:
+    """Whether a JPEG ends its last scan with an end-of-image marker: a truncated file does not (libjpeg would
+    fill the missing rows with gray and only warn). Marker bytes cannot occur inside a scan (0xFF is stuffed)."""
+    return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
+
+
+def encoded_image(source: bytes | str | Path | dict, name: str | None = None) -> torch.Tensor:
+    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> bytes or decoded image.
+
+    Raises BadImageError naming the file for what ``load_image`` refuses: not an image, a decompression bomb (from
+    the header: more than Image.MAX_IMAGE_PIXELS pixels), a truncated JPEG."""
     if isinstance(source, dict):
         source = source.get("bytes") or source["path"]
-    raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
-    with Image.open(io.BytesIO(raw)) as image:  # reads the header only
-        if image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
-            return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-        return to_rgb_tensor(image)
+    name = name or (str(source) if isinstance(source, str | Path) else "<image bytes>")
+    try:
+        raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:  # reads the header only (and checks its size)
+                plain = image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
+                if image.format == "JPEG" and plain:
+                    if not jpeg_is_complete(raw):
+                        raise ValueError("truncated JPEG (no end-of-image marker after its last scan)")
+                    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+                return to_rgb_tensor(image)
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... on malformed files
+        raise BadImageError(f"{name}: {' '.join(f'{type(err).__name__}: {err}'.split())}", name) from err
 
 
-class EncodedFiles(Dataset):
-    """Image files -> {"data": bytes or decoded image} (and "label"), for ``decode_batch`` on the device."""
+class EncodedFiles(SkipBadImages):
+    """Image files -> {"data": bytes or decoded image, "file"} (and "label"), for ``decode_batch`` on the device.
+    Bad files are skipped (or raise) as in ``ImageFiles``."""
 
-    def __init__(self, files: list[Path], labels: list[int] | None = None):
+    def __init__(self, files: list[Path], labels: list[int] | None = None, on_error: str = "skip"):
         self.files, self.labels = list(files), labels
+        self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> dict:
-        item = {"data": encoded_image(self.files[i])}
+    def load(self, i: int) -> dict:
+        item = {"data": encoded_image(self.files[i]), "file": str(self.files[i])}
         if self.labels is not None:
             item["label"] = self.labels[i]
         return item
@@ -68,10 +93,13 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
-def decode_batch(data: list[torch.Tensor], device: torch.device | str, transform) -> tuple[torch.Tensor, list[int]]:
+def decode_batch(
+    data: list[torch.Tensor], device: torch.device | str, transform, names: list[str] | None = None
+) -> tuple[torch.Tensor, list[int]]:
     """Payloads from ``encoded_image`` -> uint8 (B, 3, crop, crop) on ``device`` and the indices kept: one
     batched JPEG decode, then ``transform`` (resize, random crop, flip) per image on the device. An image
-    that does not decode is dropped and logged (the batch gets smaller), never replaced by garbage."""
+    that does not decode is dropped and logged with its name (the batch gets smaller), never replaced by garbage."""
+    names = names or [f"image {i} of the batch" for i in range(len(data))]
     device = torch.device(device)
     images: list[torch.Tensor | None] = list(data)
     jpegs = [i for i, d in enumerate(data) if d.ndim == 1]
@@ -84,11 +112,11 @@ def decode_batch(data: list[torch.Tensor], device: torch.device | str, transform
                 try:
                     decoded.append(_decode_jpegs([data[i]], device)[0])
                 except RuntimeError as err:
-                    log.warning("data.gpu_decode: skipped an image that does not decode (%s)", err)
+                    log.warning("skipped unreadable image %s: the device decoder failed (%s)", names[i], err)
                     decoded.append(None)
         for i, image in zip(jpegs, decoded, strict=True):
             images[i] = image
     kept = [i for i, image in enumerate(images) if image is not None]
     if not kept:
-        raise RuntimeError("data.gpu_decode: no image of the batch could be decoded")
+        raise BadImageError(f"data.gpu_decode: no image of the batch decodes ({', '.join(names)})")
     return torch.stack([transform(images[i].to(device, non_blocking=True)) for i in kept]), kept

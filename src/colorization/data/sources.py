@@ -6,6 +6,7 @@ path or an empty folder fails in one line naming the config key.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import skimage
 
+from colorization.data.index import indexed_files, stored_holdout
 from colorization.errors import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -46,14 +48,32 @@ def sample_split() -> FileSplit:
     return FileSplit([root / n for n in SAMPLE_TRAIN], [root / n for n in SAMPLE_VAL])
 
 
-def list_images(root: str | Path, key: str = "data.root") -> list[Path]:
-    """All image files under root, recursively, sorted; a one-line ConfigError when there are none."""
+def _walk_images(path: Path) -> list[Path]:
+    """Image files under path, recursively, sorted. os.walk reads each folder's entries with their types, so
+    there is no stat per file (on a cluster file system, most of the cost of walking ImageNet)."""
+    files = [
+        Path(folder) / name
+        for folder, _, names in os.walk(path, followlinks=True)
+        for name in names
+        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(files)
+
+
+def _checked_dir(root, key: str) -> Path:
     if root is None or str(root) == "":
         raise ConfigError(f"{key} is not set: pass {key}=DIR")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ConfigError(f"{key}={root}: no such directory")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return path
+
+
+def list_images(root: str | Path, key: str = "data.root", index: str | Path | None = None) -> list[Path]:
+    """All image files under root, recursively, sorted (from the folder's index file when it is up to date: see
+    ``data.index``); a one-line ConfigError when there are none."""
+    path = _checked_dir(root, key)
+    files = indexed_files(path, _walk_images, index)[0]
     if not files:
         raise ConfigError(f"{key}={root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
     return files
@@ -71,13 +91,19 @@ def folder_split(
     seed: int = 0,
     labels: bool = False,
     usable: Callable[[Path], bool] | None = None,
+    index: str | Path | None = None,
 ) -> FileSplit:
     """Train files from root; validation from val_root, or a fixed random hold-out of root.
 
     ``usable``: a check for hold-out candidates (e.g. "it decodes"), so a small validation set is never
     made of unreadable files; the files it rejects stay in train, where the dataset skips and counts them.
+    The listing and the hold-out come from the folder's index (``data.index``) when it is up to date: one
+    walk of the folder, and one decoding of hold-out candidates, per folder state, not per run and rank.
     """
-    files = list_images(root)
+    path = _checked_dir(root, "data.root")
+    files, index_path, key = indexed_files(path, _walk_images, index)
+    if not files:
+        raise ConfigError(f"data.root={root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
     if val_root:
         train, val = files, list_images(val_root, "data.val_root")
     else:
@@ -85,26 +111,30 @@ def folder_split(
             raise ConfigError(
                 f"data.root={root}: one image cannot be split into train and validation; add data.val_root"
             )
-        shuffled = files.copy()
-        random.Random(seed).shuffle(shuffled)
         n_val = max(1, min(val_size, len(files) // 10))
-        if usable is None:
-            val = shuffled[:n_val]
-        else:
-            val = []
-            for f in shuffled:
-                if len(val) == n_val:
-                    break
-                if usable(f):
-                    val.append(f)
-            if not val:
-                raise ConfigError(f"data.root={root}: none of its {len(files)} files could be read as an image")
+        choose = lambda: _holdout(files, n_val, seed, usable, root)  # noqa: E731
+        name = f"{seed}-{n_val}-{'readable' if usable is not None else 'any'}"
+        val = sorted(stored_holdout(index_path, key, name, choose, path))
         held_out = set(val)
-        val, train = sorted(val), [f for f in files if f not in held_out]
-    classes = None
-    if labels:
-        classes = sorted({class_of(f, Path(root).expanduser()) for f in list_images(root)})
+        train = [f for f in files if f not in held_out]
+    classes = sorted({class_of(f, path) for f in files}) if labels else None  # from the same listing
     return FileSplit(train, val, classes)
+
+
+def _holdout(files: list[Path], n_val: int, seed: int, usable: Callable[[Path], bool] | None, root) -> list[Path]:
+    shuffled = files.copy()
+    random.Random(seed).shuffle(shuffled)
+    if usable is None:
+        return shuffled[:n_val]
+    val = []
+    for f in shuffled:
+        if len(val) == n_val:
+            break
+        if usable(f):
+            val.append(f)
+    if not val:
+        raise ConfigError(f"data.root={root}: none of its {len(files)} files could be read as an image")
+    return val
 
 
 def write_labeled_samples(

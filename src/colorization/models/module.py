@@ -23,6 +23,7 @@ from colorization.color import (
 from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
+from colorization.models.nonfinite import nonfinite_gradients, skip_if_nonfinite
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNetColorization}
 # The defaults of the network options: the layout of the authors' PyTorch port, which is also that of every
@@ -135,14 +136,19 @@ class ColorizationModule(L.LightningModule):
 
     def predict_ab(self, L_full: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """L (B, 1, H, W) -> predicted ab at the targets' resolution: annealed mean, or the regression output."""
-        output = self(L_full)
+        return self.decode_ab(self(L_full), temperature)
+
+    def decode_ab(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """The network's output -> ab (B, 2, h, w): the annealed mean at T (the model's by default), or
+        the regression output in ab units."""
         if not self.criterion.classification:
             return AB_SCALE * output.float()
         return annealed_mean(output, self.bins, self.hparams.temperature if temperature is None else temperature)
 
     # ---- steps --------------------------------------------------------------------------------
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        losses = self.criterion(self(batch["L"]), batch)
+    def _step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
+        output = self(batch["L"])
+        losses = self.criterion(output, batch)
         on_step = stage == "train"
         for name, value in losses.items():
             self.log(
@@ -154,21 +160,28 @@ class ColorizationModule(L.LightningModule):
                 batch_size=len(batch["L"]),
                 sync_dist=not on_step,
             )
-        return losses["loss"]
+        return {"loss": losses["loss"], "output": output.detach()}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        loss = self._step(batch, "train")
-        # a non-finite loss skips the step (None: no backward, no update) on every rank at once;
-        # callbacks.FaultTolerance warns, counts, and stops a run of them
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        return loss if finite else None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A non-finite loss skips its optimizer step on the device (models.nonfinite; no host sync with a fused
+        optimizer); ``nonfinite_step`` keeps the flag for callbacks.FaultTolerance, which puts back the BatchNorm
+        statistics, counts, and stops a run of them. Under fp16 GradScaler does this itself."""
+        self.nonfinite_step = None
+        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        found = nonfinite_gradients(self.net.parameters())
+        if found is not None:
+            skip_if_nonfinite(optimizer, found)
+            self.nonfinite_step = found
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The loss and the network's output: the validation figures (callbacks) decode it, no second forward."""
         return self._step(batch, "val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "test")
 
     def configure_optimizers(self):
@@ -185,7 +198,7 @@ class ColorizationModule(L.LightningModule):
 
 
 # The paper's Adam (used when a module is built without an optimizer config)
-DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-5, "betas": [0.9, 0.99]}
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-5, "betas": [0.9, 0.99], "fused": True}
 
 
 def caffe_param_groups(net: nn.Module, lr: float, decay: float, bias_lr_mult=1.0, bias_decay_mult=1.0) -> list[dict]:
