@@ -118,7 +118,7 @@ def test_the_default_protocol_is_the_authors(tmp_path):
     assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (140000, 64, 4)
     assert (cfg.data.crop_size, cfg.data.resize) == (227, 256)
     goyal = compose(["probe=goyal"], tmp_path, "probe").probe
-    assert goyal.reduce == "avgpool" and goyal.optimizer.nesterov and not goyal.classic
+    assert goyal.reduce == "avgpool" and goyal.optimizer.nesterov and not goyal.fold_batchnorm
 
 
 def test_heads_batchnorm_is_parameter_free_and_backbone_frozen():
@@ -221,14 +221,25 @@ def test_probe_learns_with_frozen_backbones(alexnet_ckpt, labeled_dir, tmp_path)
         assert torch.equal(after[key], before), key
     heads_after = module.heads.state_dict()
     assert any(not torch.equal(heads_after[k], v) for k, v in snapshot.heads.items() if "linear" in k)
-    # and the probed backbone is the checkpoint's network, independently read from the file
-    saved = torch.load(alexnet_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    net_state = {k.removeprefix("net."): v for k, v in saved.items() if k.startswith("net.")}
-    probed = module.backbones["checkpoint"].net.state_dict()
-    assert probed.keys() == net_state.keys()
-    assert all(torch.equal(probed[k], net_state[k]) for k in net_state)
+    # and the probed backbone is the checkpoint's network, independently read from the file, with its BatchNorm
+    # folded in and each layer rescaled (the authors' probe preparation): the same features up to a positive
+    # factor per layer
+    from colorization.models.alexnet import AlexNetColorization
+
+    saved = torch.load(alexnet_ckpt, map_location="cpu", weights_only=False)
+    net_state = {k.removeprefix("net."): v for k, v in saved["state_dict"].items() if k.startswith("net.")}
+    options = {k: saved["hyper_parameters"][k] for k in ("batchnorm", "input_scale", "width")}
+    reference = AlexNetColorization(net_state["fc8.weight"].shape[0], **options)
+    reference.load_state_dict(net_state)
+    probed = module.backbones["checkpoint"].net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in probed.modules())
+    L_batch = torch.rand(2, 1, 96, 96) * 100
+    with torch.no_grad():
+        want, got = reference.eval().features(L_batch), probed.features(L_batch)
+    for layer in LAYERS:
+        assert F.cosine_similarity(want[layer].flatten(), got[layer].flatten(), dim=0) > 0.9999, layer
     # a random backbone is a different network
-    assert not torch.equal(module.backbones["random"].net.conv1[0].weight, probed["conv1.0.weight"])
+    assert not torch.equal(module.backbones["random"].net.conv1[0].weight, probed.conv1[0].weight)
 
     # learns: chance is 25 % on 4 classes
     assert report["num_classes"] == 4 and report["chance_top1"] == 0.25 and report["val_images"] == 48

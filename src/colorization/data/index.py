@@ -70,6 +70,7 @@ def _write(path: Path, index: dict) -> None:
 def indexed_files(root: Path, list_files: Callable[[Path], list[Path]], index_path: str | Path | None = None):
     """The files under ``root`` (sorted), from the index when it matches the folder, else listed (and written,
     by rank 0). Returns (files, index path, key)."""
+    start = time.monotonic()
     path = Path(index_path).expanduser() if index_path else default_index_path(root)
     key = folder_key(root)
     index = _read(path, key)
@@ -84,13 +85,14 @@ def indexed_files(root: Path, list_files: Callable[[Path], list[Path]], index_pa
             )
     if index is not None:
         files = [root / f for f in index["files"]]
-        log.info("data.index: %d files of %s from %s", len(files), root, path)
+        seconds = time.monotonic() - start
+        log.info("data.index: rank %d read %d files of %s in %.2f s from %s", _rank(), len(files), root, seconds, path)
         return files, path, key
-    start = time.monotonic()
     files = list_files(root)
     if _rank() == 0:
         _write(path, {"key": key, "root": str(root.resolve()), "files": [str(f.relative_to(root)) for f in files]})
-    log.info("data.index: listed %d files of %s in %.1f s (index %s)", len(files), root, time.monotonic() - start, path)
+    seconds = time.monotonic() - start
+    log.info("data.index: rank %d listed %d files of %s in %.2f s (index %s)", _rank(), len(files), root, seconds, path)
     return files, path, key
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from colorization.api import to_uint8
 from colorization.color import lab_to_rgb, rgb_to_lab
-from colorization.colorize import to_uint8
 from colorization.errors import ConfigError
 from colorization.evaluate import evaluation_dataset, protocol_transform
 from colorization.models.pretrained import load_authors_weights, load_checkpoint
@@ -114,7 +114,9 @@ def make(cfg: DictConfig) -> Path:
     previous_ab = first_rgb = None  # "random": each photo takes the ab of the one before it (the first: the last's)
     for i in range(count):
         rgb = dataset[i]["image"].float()[None].to(device) / 255
-        Image.fromarray(to_uint8(rgb[0])).save(study / "images" / "real" / f"{i:04d}.png")
+        Image.fromarray(to_uint8(rgb[0]).permute(1, 2, 0).cpu().numpy()).save(
+            study / "images" / "real" / f"{i:04d}.png"
+        )
         ab = rgb_to_lab(rgb)[:, 1:]
         for name, (module, _) in methods.items():
             if name == "gray":
@@ -126,11 +128,15 @@ def make(cfg: DictConfig) -> Path:
                 fake = with_ab_of(rgb, previous_ab)
             else:
                 fake = recolorize(module.to(device), rgb, cfg.temperature)
-            Image.fromarray(to_uint8(fake[0])).save(study / "images" / name / f"{i:04d}.png")
+            Image.fromarray(to_uint8(fake[0]).permute(1, 2, 0).cpu().numpy()).save(
+                study / "images" / name / f"{i:04d}.png"
+            )
         previous_ab = ab
     if "random" in methods:
         fake = with_ab_of(first_rgb, previous_ab)
-        Image.fromarray(to_uint8(fake[0])).save(study / "images" / "random" / f"{0:04d}.png")
+        Image.fromarray(to_uint8(fake[0]).permute(1, 2, 0).cpu().numpy()).save(
+            study / "images" / "random" / f"{0:04d}.png"
+        )
 
     # which photos are practice, and on which side each fake stands: seeded, the same for every participant
     rng = np.random.default_rng(cfg.seed)
