@@ -87,6 +87,7 @@ def test_every_layer_has_mean_01_and_std_1(arch):
         assert abs(std.mean() - 1.0) < 0.25, (layer, std.mean())
 
 
+@pytest.mark.slow  # the full-width ECCV16 init on a CPU (about a minute)
 def test_batchnorm_statistics_are_left_untouched():
     net = ECCV16(313, batchnorm="caffe", input_scale=1, width=1 / 8)
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}

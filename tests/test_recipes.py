@@ -282,6 +282,7 @@ def test_table1_toy_scale_end_to_end(tmp_path, monkeypatch):
     assert measured["ground_truth"]["auc"] == pytest.approx(100.0, abs=1e-3)
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores: the authors' probe protocol (fold, rescale, 8 layers, 2 backbones)
 def test_linear_probe_toy_scale_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("colorization.probe")
     monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
