@@ -121,7 +121,7 @@ def load_prior(path: str | Path, bins: torch.Tensor, key: str = "color.prior", d
 
 def estimate_and_save(cfg: DictConfig) -> Path:
     """Build the data source of ``cfg.data``, estimate its prior over ``cfg.color.bins``, write ``cfg.out``."""
-    from colorization.train import resolve_bins
+    from colorization.color.bins import resolve_bins
 
     bins = resolve_bins(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")

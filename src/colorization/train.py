@@ -13,7 +13,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from colorization.color import ab_bins, load_reference, uint8_to_lightness
+from colorization.color import load_reference, uint8_to_lightness
+from colorization.color.bins import resolve_bins
 from colorization.data.safety import load_checkpoint
 from colorization.errors import ConfigError
 from colorization.models.batchnorm import BATCHNORM_KINDS
@@ -101,14 +102,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     newest = max(found, key=lambda p: p.stat().st_mtime)
     log.info("ckpt_path=last: resuming from %s", newest)
     return str(newest)
-
-
-def resolve_bins(cfg: DictConfig) -> torch.Tensor:
-    source = cfg.color.bins
-    bins = ab_bins(source if source in ("srgb", "official") else Path(source).expanduser(), download=cfg.color.download)
-    if cfg.loss.k > len(bins):
-        raise ConfigError(f"loss.k={cfg.loss.k} is larger than the number of bins Q={len(bins)}")
-    return bins
 
 
 def resolve_prior(cfg: DictConfig, datamodule, bins: torch.Tensor, rank: int = 0) -> torch.Tensor:

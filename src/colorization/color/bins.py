@@ -21,6 +21,7 @@ import torch
 
 from colorization.color.lab import rgb_to_lab
 from colorization.color.reference import cache_dir, load_reference
+from colorization.errors import ConfigError
 
 GRID_STEP = 10.0
 
@@ -58,3 +59,12 @@ def ab_bins(source: str | Path = "srgb", download: bool = True) -> torch.Tensor:
         return torch.from_numpy(_cached_srgb_bins().copy())
     pts = load_reference("pts_in_hull.npy", None if str(source) == "official" else source, download)
     return torch.from_numpy(pts.astype(np.float32))
+
+
+def resolve_bins(cfg) -> torch.Tensor:
+    """The bins of a run's config: ``color.bins`` (srgb | official | a path), checked against ``loss.k``."""
+    source = cfg.color.bins
+    bins = ab_bins(source if source in ("srgb", "official") else Path(source).expanduser(), download=cfg.color.download)
+    if cfg.loss.k > len(bins):
+        raise ConfigError(f"loss.k={cfg.loss.k} is larger than the number of bins Q={len(bins)}")
+    return bins

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import functools
 import importlib
-import io
 import logging
 import random
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 from torchvision.transforms import v2
+
+from colorization.data.image_files import (  # noqa: F401 (BadImageError, to_rgb_tensor: re-exported)
+    BadImageError,
+    encoded_image,
+    load_image,
+    to_rgb_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,47 +40,9 @@ MAX_REPLACEMENTS = 10  # bad files in a row before a dataset gives up: a folder 
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-class BadImageError(ValueError):
-    """A file that cannot be used as an image; the message names it (``name``: the file alone)."""
-
-    def __init__(self, message: str, name: str | None = None):
-        super().__init__(message)
-        self.name = name or message
-
-
 def skipped_files(batch: dict) -> list[str]:
     """The files a collated batch skipped (its SKIPPED strings, split)."""
     return [name for joined in batch.get(SKIPPED) or () for name in joined.split(SKIPPED_SEP) if name]
-
-
-def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
-    """A PIL image of any mode (CMYK, palette, gray, 16-bit, alpha; EXIF-rotated) -> uint8 (3, H, W)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)  # transparent pixels become white, not black
-    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-
-
-def load_image(source: str | Path | bytes | io.IOBase, name: str | None = None) -> torch.Tensor:
-    """Decode an image file (a path, bytes or a file object) -> uint8 (3, H, W).
-
-    Raises BadImageError naming the file for anything that is not a sane image: corrupt, truncated or empty
-    files, other formats with an image extension, and decompression bombs (more than Image.MAX_IMAGE_PIXELS
-    pixels: PIL only warns below twice that, we refuse, so a header cannot make a worker allocate gigabytes).
-    """
-    name = name or (str(source) if isinstance(source, str | Path) else "<image bytes>")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                return to_rgb_tensor(image)
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... on malformed files
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise BadImageError(f"{name}: {reason}", name) from err
 
 
 def readable(path: str | Path) -> bool:
@@ -352,8 +318,6 @@ def _hf_item(
     if image_column not in example:
         raise KeyError(f"data.image_column={image_column!r} is not a column; columns: {sorted(example)}")
     if encoded:  # data.gpu_decode: the bytes travel, decoding and cropping happen on the device
-        from colorization.data.decode import encoded_image
-
         item = {"data": encoded_image(example[image_column], name), "file": name}
     else:
         item = {"image": transform(_decode(example[image_column], name))}

@@ -13,50 +13,18 @@ fails in the device decoder is dropped from its batch, named in the batch's skip
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from colorization.data.datasets import BadImageError, SkipBadImages, check_on_error, to_rgb_tensor
+from colorization.data.datasets import SkipBadImages, check_on_error
+from colorization.data.image_files import BadImageError, encoded_image, jpeg_is_complete  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-_EXIF_ORIENTATION = 0x0112
-
-
-def jpeg_is_complete(raw: bytes) -> bool:
-    """Whether a JPEG ends its last scan with an end-of-image marker: a truncated file does not (libjpeg would
-    fill the missing rows with gray and only warn). Marker bytes cannot occur inside a scan (0xFF is stuffed)."""
-    return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
-
-
-def encoded_image(source: bytes | str | Path | dict, name: str | None = None) -> torch.Tensor:
-    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> bytes or decoded image.
-
-    Raises BadImageError naming the file for what ``load_image`` refuses: not an image, a decompression bomb (from
-    the header: more than Image.MAX_IMAGE_PIXELS pixels), a truncated JPEG."""
-    if isinstance(source, dict):
-        source = source.get("bytes") or source["path"]
-    name = name or (str(source) if isinstance(source, str | Path) else "<image bytes>")
-    try:
-        raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw)) as image:  # reads the header only (and checks its size)
-                plain = image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
-                if image.format == "JPEG" and plain:
-                    if not jpeg_is_complete(raw):
-                        raise ValueError("truncated JPEG (no end-of-image marker after its last scan)")
-                    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-                return to_rgb_tensor(image)
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... on malformed files
-        raise BadImageError(f"{name}: {' '.join(f'{type(err).__name__}: {err}'.split())}", name) from err
 
 
 class EncodedFiles(SkipBadImages):
