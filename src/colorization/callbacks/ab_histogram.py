@@ -36,8 +36,9 @@ def ab_histogram(ab: torch.Tensor, edges: torch.Tensor = AB_EDGES) -> torch.Tens
     a, b = ab.detach().float().unbind(1)
 
     def cell(x: torch.Tensor) -> torch.Tensor:
-        i = torch.bucketize(x.reshape(-1), e, right=True) - 1
-        i = torch.where(x.reshape(-1) == e[-1], n - 1, i)  # the last cell includes its right edge
+        x = x.contiguous().view(-1)  # one channel of (B, 2, h, w): bucketize wants contiguous values
+        i = torch.bucketize(x, e, right=True) - 1
+        i = torch.where(x == e[-1], n - 1, i)  # the last cell includes its right edge
         return i, (i >= 0) & (i < n)
 
     ia, inside_a = cell(a)
