@@ -35,6 +35,7 @@ from colorization.color import (
     soft_encode,
     soft_encode_sparse,
     uint8_to_lab,
+    uint8_to_lightness,
 )
 from colorization.color import reference as ref
 
@@ -186,6 +187,23 @@ def test_uint8_to_lab_matches_skimage_on_uint8(photos):
     assert lab.dtype == torch.float32
     np.testing.assert_allclose(to_hwc(lab[0]), rgb2lab(img), atol=ATOL_LAB, rtol=0)
     np.testing.assert_allclose(to_hwc(lab[1]), rgb2lab(img[::-1]), atol=ATOL_LAB, rtol=0)
+
+
+def test_dark_colors_match_skimage_to_float_rounding():
+    """Every color of the cube's dark corner (levels 0..47: L < 20, both branches of f(t) and their boundary): skimage's
+    line kappa t + 16/116 below epsilon, not the cube root's tangent (they differ by 3e-7, 3.5e-5 in L), to float
+    rounding. The network's input L is this close to skimage's, in float32 too."""
+    levels = np.arange(48, dtype=np.uint8)
+    cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    expected = rgb2lab(cube)[0]
+    pixels = torch.from_numpy(cube[0].T.copy())[:, None, :]  # (3, 1, N)
+    lab64 = rgb_to_lab(pixels.double() / 255)[:, 0].T.numpy()
+    # float64: exact but for one color in 110,592 that lies within 4e-8 above epsilon (lab._lab_f)
+    assert (np.abs(lab64 - expected).max(1) > 1e-9).sum() <= 1
+    np.testing.assert_allclose(lab64, expected, atol=3e-5, rtol=0)
+    np.testing.assert_allclose(uint8_to_lab(pixels[None])[0, :, 0].T.double().numpy(), expected, atol=3e-5, rtol=0)
+    L = uint8_to_lightness(pixels[None])[0, 0, 0].double().numpy()
+    np.testing.assert_allclose(L, expected[:, 0], atol=1.5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -125,9 +125,10 @@ def test_adam_sees_the_authors_objective(case, reference_dir, tmp_path, monkeypa
     ours, reference = ours.detach(), reference.detach()
     scale = float(ours @ reference / (reference @ reference))
     error = float((ours - scale * reference).norm() / ours.norm())
-    # The issue asks for < 2 %; measured now: 2.3 % (authors), 2.2 % (rebalanced), under 2 % (unbalanced, l2).
-    # Where the extra 0.3 % comes from is open (issue 10's note); the scale below is 1 to 1e-3 in every case.
-    assert error < 0.025, f"relative error {error:.4f} after fitting the scalar {scale:.4f}"
+    # What remains is float32 rounding of the input L (up to 1e-5), which this network at initialization amplifies:
+    # fed the same L as the code under test, the reference agrees to 3e-6. (A 3.5e-5 offset of L in dark pixels,
+    # from skimage's rounded constants, once made this 2.3 %: color.lab's f(t) now takes skimage's line exactly.)
+    assert error < 0.02, f"relative error {error:.4f} after fitting the scalar {scale:.4f}"
     # and the scalar itself is 1: the loss is at the authors' scale (summed over pixels, divided by N), so the
     # decay has the authors' strength relative to the data term (a per-pixel mean would need h x w here)
     # (the inputs differ by float rounding: our uint8 lookup tables against skimage's float64 Lab)
