@@ -16,7 +16,7 @@ from PIL import Image
 
 from colorization.data import ColorizationDataModule
 from colorization.data.datasets import BadImageError, ImageFiles, load_image, skipped_files, val_transform
-from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch, encoded_image
+from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch, encoded_image
 from test_robustness import png_with_header
 
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from colorization.callbacks import FaultTolerance, NonFiniteLossError
-from colorization.data.safety import load_checkpoint
+from colorization.checkpoints import load_checkpoint
 from colorization.models.module import ColorizationModule
 from colorization.train import train
 from conftest import compose

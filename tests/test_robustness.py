@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from colorization.checkpoints import UnsafeFileError, load_checkpoint
 from colorization.data.datasets import (
     SKIPPED,
     BadImageError,
@@ -34,7 +35,7 @@ from colorization.data.datasets import (
     skipped_files,
     val_transform,
 )
-from colorization.data.safety import UnsafeFileError, load_checkpoint, safe_name, safe_output_path
+from colorization.data.safety import safe_name, safe_output_path
 from colorization.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

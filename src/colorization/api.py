@@ -166,9 +166,9 @@ class Colorizer(
         cls, path: str | os.PathLike, device: str | torch.device | None = "auto", **options
     ) -> Colorizer:
         """A colorizer from a ``colorization.train`` checkpoint (``.ckpt``)."""
-        from colorization.models.pretrained import load_checkpoint
+        from colorization.models.pretrained import load_module
 
-        return cls.from_module(load_checkpoint(path), device, **options)
+        return cls.from_module(load_module(path), device, **options)
 
     @classmethod
     def from_authors_weights(
@@ -235,11 +235,7 @@ class Colorizer(
         if not self.classification:
             return [self.model.predict_ab(L_small)] * len(temperatures)
         logits = self.model(L_small)
-        bins = self.model.bins
-        return [
-            bins[logits.argmax(1)].permute(0, 3, 1, 2) if t == 0 else annealed_mean(logits, bins, t)
-            for t in temperatures
-        ]
+        return [annealed_mean(logits, self.model.bins, t) for t in temperatures]
 
     @staticmethod
     def join(image: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from colorization.data.datasets import (
     train_transform,
     val_transform,
 )
-from colorization.data.decode import EncodedFiles, collate_encoded, decode_batch
+from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch
 from colorization.data.loaders import StreamLoader, per_rank_batch
 from colorization.data.sources import class_of, folder_split, sample_split
 from colorization.errors import ConfigError

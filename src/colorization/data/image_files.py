@@ -1,6 +1,6 @@
 """Reading one image file safely: a decoded uint8 (3, H, W) image, or its bytes when the device will decode it.
 
-Shared by the loader datasets (``data.datasets``) and the device-side decoding (``data.decode``). Anything that
+Shared by the loader datasets (``data.datasets``) and the device-side decoding (``data.gpu_jpeg``). Anything that
 is not a sane image (corrupt, truncated, empty, another format under an image extension, a decompression bomb)
 raises ``BadImageError`` naming the file, so the datasets can skip, count and name it.
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from colorization.data.safety import load_checkpoint as safe_load
+from colorization.checkpoints import load_checkpoint
 from colorization.errors import ConfigError
 
 AUTHORS_HEAD = "model_out.weight"  # the authors' fixed Q -> 2 conv holding the bins / 110
@@ -33,7 +33,7 @@ def read_init_state(path: str | Path) -> dict:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"model.init_from={path}: no such file")
-    state = safe_load(p, "model.init_from")
+    state = load_checkpoint(p, "model.init_from")
     if not isinstance(state, dict):
         raise ConfigError(f"model.init_from={path}: not a checkpoint or a state dict ({type(state).__name__})")
     return state

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from colorization.checkpoints import load_checkpoint
 from colorization.color import ab_bins
 from colorization.color.bins import GRID_STEP
 from colorization.color.reference import ReferenceError
-from colorization.data.safety import load_checkpoint as safe_load
 from colorization.errors import ConfigError
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.init_from import AUTHORS_HEAD
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 AUTHORS_NUM_BINS = 313
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
+def load_module(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
     """A ColorizationModule from one of our Lightning checkpoints (bins and prior included), on the CPU.
 
     Tensors and plain containers only (weights_only=True): a file that would run code is refused in one line.
@@ -36,7 +36,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> ColorizationMod
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{key}={path}: no such file")
-    safe_load(p, key, mmap=True)
+    load_checkpoint(p, key, mmap=True)
     try:
         return ColorizationModule.load_from_checkpoint(p, map_location="cpu")
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
@@ -96,7 +96,7 @@ def load_authors_weights(
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{key}={path}: no such file")
-    state = safe_load(p, key)  # tensors and plain containers only; one line naming the key otherwise
+    state = load_checkpoint(p, key)  # tensors and plain containers only; one line naming the key otherwise
     check_authors_state_dict(state, f"{key}={path}")
     bins = authors_bins(state.pop(AUTHORS_HEAD), f"{key}={path}", download)
     if prior is not None and len(prior) != len(bins):
@@ -122,5 +122,5 @@ def load_model(
         raise ConfigError(
             "no model: pass ckpt_path=CKPT (a training checkpoint) or model.weights=PATH (the authors' weights)"
         )
-    module = load_checkpoint(ckpt_path) if ckpt_path else load_authors_weights(weights, prior, download=download)
+    module = load_module(ckpt_path) if ckpt_path else load_authors_weights(weights, prior, download=download)
     return module.eval()

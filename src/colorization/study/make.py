@@ -23,7 +23,7 @@ from colorization.api import to_uint8
 from colorization.color import lab_to_rgb, rgb_to_lab
 from colorization.errors import ConfigError
 from colorization.evaluate import evaluation_dataset, protocol_transform
-from colorization.models.pretrained import load_authors_weights, load_checkpoint
+from colorization.models.pretrained import load_authors_weights, load_module
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def load_methods(cfg: DictConfig) -> dict[str, tuple[torch.nn.Module | None, str
     """name -> (colorizer or None for a baseline, the paper's Table 1 row it corresponds to)."""
     methods: dict[str, tuple[torch.nn.Module | None, str]] = {}
     for name, path in (cfg.models or {}).items():
-        module = load_checkpoint(path, key=f"models.{name}").eval()
+        module = load_module(path, key=f"models.{name}").eval()
         methods[str(name)] = (module, PAPER_ROW_OF_LOSS.get(module.hparams.loss["name"], ""))
     if cfg.authors_weights:
         module = load_authors_weights(cfg.authors_weights, key="authors_weights").eval()
