@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from colorization.callbacks.media import save_and_log
 from colorization.color import annealed_mean, lightness_and_ab_to_rgb
@@ -18,14 +20,7 @@ TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.0)
 
 def decode_at_temperatures(logits: torch.Tensor, bins: torch.Tensor, temperatures=TEMPERATURES) -> torch.Tensor:
     """logits (B, Q, h, w) -> ab (len(temperatures), B, 2, h, w): annealed mean at each T; T = 0 is the mode."""
-    decoded = []
-    for T in temperatures:
-        if T > 0:
-            decoded.append(annealed_mean(logits, bins, T))
-        else:
-            mode = bins.float().to(logits.device)[logits.argmax(1)]  # (B, h, w, 2)
-            decoded.append(mode.movedim(-1, 1))
-    return torch.stack(decoded)
+    return torch.stack([annealed_mean(logits, bins, T) for T in temperatures])
 
 
 def temperature_strip(
@@ -35,6 +30,17 @@ def temperature_strip(
     ab = decode_at_temperatures(logits, bins, temperatures)[:, 0]  # (n, 2, h, w)
     rgb = lightness_and_ab_to_rgb(L_full.expand(len(temperatures), -1, -1, -1), ab)
     return torch.cat((*rgb, truth[0].float()), dim=2).clamp(0, 1)
+
+
+def with_labels(image: torch.Tensor, labels: list[str], height: int = 12) -> torch.Tensor:
+    """(3, H, W) frames side by side, in [0, 1] -> (3, H + height, W) with each label centred under its frame."""
+    frame = image.shape[2] // len(labels)
+    band = Image.new("RGB", (image.shape[2], height), "white")
+    draw = ImageDraw.Draw(band)
+    for i, text in enumerate(labels):
+        draw.text((i * frame + max(0.0, (frame - draw.textlength(text)) / 2), 0), text, fill="black")
+    band = torch.from_numpy(np.asarray(band).copy()).permute(2, 0, 1).to(image.device, image.dtype) / 255
+    return torch.cat((image, band), dim=1)
 
 
 class TemperatureStrip(L.Callback):
@@ -58,6 +64,7 @@ class TemperatureStrip(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if self._strip is None or not trainer.is_global_zero:
             return
-        caption = " | ".join(f"T={T:g}" if T > 0 else "mode" for T in self.temperatures) + " | truth"
-        save_and_log(trainer, self._strip, "val/temperature_strip", "temperature_strip", caption)
+        labels = [f"T={T:g}" if T > 0 else "mode" for T in self.temperatures] + ["truth"]
+        strip = with_labels(self._strip.cpu(), labels)  # the figure's one host copy
+        save_and_log(trainer, strip, "val/temperature_strip", "temperature_strip", " | ".join(labels))
         self._strip = None
