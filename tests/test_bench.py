@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import lightning as L
 import numpy as np
 import pytest
 import skimage
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
-from colorization.bench import DenseSoftCrossEntropy, Reference2016, report, run, write_jpegs
+from colorization.bench import DenseSoftCrossEntropy, LoopTimer, Reference2016, report, run, write_jpegs
 from colorization.color import ab_bins
 from colorization.models.losses import ColorizationLoss
 from colorization.models.module import ColorizationModule
@@ -116,3 +119,41 @@ def test_quick_benchmark_command(tmp_path):
     assert "faster on the same" in result.stdout
     (out,) = (tmp_path / "logs" / "bench" / "runs").iterdir()
     assert json.loads((out / "bench.json").read_text())["encoding"]["device_img_s"] > 0
+
+
+class SleepyHooks(L.LightningModule):
+    """Host-side batch hooks of known duration: 10 ms before the transfer, 50 ms after."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        time.sleep(0.01)
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        time.sleep(0.05)
+        return batch
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(8, 1)), batch_size=1)
+
+
+def test_the_host_hook_time_counts_each_hook_once(tmp_path):
+    """Lightning runs on_after_batch_transfer inside batch_to_device: adding both spans would count it twice
+    (6 x 110 ms here instead of 6 x 60 ms)."""
+    timer = LoopTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, profiler=timer, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(SleepyHooks())
+    assert len(timer.spans["on_after_batch_transfer"]) == 6 and len(timer.spans["batch_to_device"]) == 6
+    assert 6 * 0.06 <= timer.host_hooks(0.0, float("inf")) < 6 * 0.06 + 0.2
