@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,45 @@ def test_readme_quickstart_leaves_checkpoints_logs_and_grid(tmp_path):
     (run,) = list((tmp_path / "train" / "runs").iterdir())
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "images").glob("*.png")) and list((run / "wandb").glob("offline-run-*"))
+
+
+def hand_counted_flops(net: torch.nn.Module, size: int) -> int:
+    """2 x multiply-accumulates of every convolution, from each layer's weight shape and output size (forward hooks):
+    Conv2d: out elements x C_in / groups x k x k; ConvTranspose2d: in elements x C_out / groups x k x k."""
+    total = 0
+
+    def count(layer, inputs, output):
+        nonlocal total
+        k = layer.kernel_size[0] * layer.kernel_size[1]
+        if isinstance(layer, torch.nn.ConvTranspose2d):
+            total += 2 * inputs[0].numel() * layer.out_channels // layer.groups * k
+        else:
+            total += 2 * output.numel() * layer.in_channels // layer.groups * k
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in net.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 1, size, size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_the_console_of_a_run_is_clean_and_the_summary_shows_the_flops(tmp_path):
+    """What a newcomer reads: none of the warnings every run printed (Lightning's hook notice and pytree
+    deprecation, W&B's "anonymous"), no "Epoch 0/-2", and the model summary's FLOPs at the training crop."""
+    from colorization.models.eccv16 import ECCV16
+
+    overrides = ["experiment=quickstart", "model.width=0.125", "trainer.max_steps=2", f"paths.log_dir={tmp_path}"]
+    result = _cli(*overrides)  # the default logger: W&B, offline here
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console
+    for noise in ("on_after_batch_transfer", "anonymous setting", "LeafSpec", "Epoch 0/-", "Total FLOPs: 0 "):
+        assert noise not in console, noise
+    assert "Epoch 0" in console
+    flops = float(re.search(r"Total FLOPs: ([\d.]+) M", console).group(1)) * 1e6
+    expected = hand_counted_flops(ECCV16(261, width=0.125), 64)  # quickstart: 64 x 64 crops, the 261 sRGB bins
+    assert abs(flops - expected) <= 0.05e6, (flops, expected)

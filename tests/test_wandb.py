@@ -249,7 +249,10 @@ def test_wandb_callbacks_run_in_a_real_training_and_write_their_figures(tmp_path
     names = sorted(p.name for p in (tmp_path / "images").glob("*.png"))
     assert names == ["ab_histogram_step0000002.png", "temperature_strip_step0000002.png", "val_step0000002.png"]
     with Image.open(next((tmp_path / "images").glob("temperature_strip_*.png"))) as strip:
-        assert strip.size == (32 * 8, 32)  # 7 temperatures + the truth, 32 x 32 crops
+        assert strip.size == (32 * 8, 32 + 12)  # 7 temperatures + the truth, 32 x 32 crops, a 12-pixel label band
+        band = np.asarray(strip.convert("L"))[32:]
+    for frame in range(8):  # each frame has its label (dark text on white) under it
+        assert (band[:, 32 * frame : 32 * (frame + 1)] < 128).sum() > 5, frame
     assert AbHistogram().max_batches == 4 and TemperatureStrip().temperatures[-1] == 0.0
 
 

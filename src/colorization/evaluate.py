@@ -35,7 +35,7 @@ from colorization.data.sources import class_of, list_images, sample_split
 from colorization.errors import ConfigError
 from colorization.metrics import AuC, Colorfulness, psnr, ssim, topk_accuracy
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import build_trainer, config_dir, logged_run, one_line_errors, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -504,22 +504,15 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     perceptual = perceptual_metrics(cfg, fid_feature)
     evaluation = Evaluation(module, cfg.temperature, bins, prior, classifier, cfg.num_examples, perceptual)
     loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers, shuffle=False)
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = build_trainer(cfg)
+    with logged_run(trainer, cfg):
         trainer.test(evaluation, dataloaders=loader, verbose=False)
         if trainer.is_global_zero:
             what = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"model.weights={cfg.model.weights}"
             subset = f", indices {cfg.protocol.indices}" if indices is not None else ""
             protocol = f"{cfg.protocol.name} {size}{subset}"
             title = f"Evaluation of {what}: {evaluation.count} images ({protocol}), T = {cfg.temperature}"
-            write_report(Path(cfg.paths.output_dir), evaluation.results, evaluation.examples, title, loggers)
-    finally:
-        for logger in loggers:  # close the W&B run even on failure
-            if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-                logger.experiment.finish()
+            write_report(Path(cfg.paths.output_dir), evaluation.results, evaluation.examples, title, trainer.loggers)
     return evaluation.results
 
 

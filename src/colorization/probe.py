@@ -22,9 +22,9 @@ from colorization.models.alexnet import MIN_SIZE_FEATURES
 from colorization.models.batchnorm import fold_batchnorm
 from colorization.models.data_init import calibrate_gradient_ratio
 from colorization.models.module import PORT_LAYOUT, build_network
-from colorization.models.pretrained import load_checkpoint
+from colorization.models.pretrained import load_module
 from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import build_trainer, config_dir, logged_run, one_line_errors, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -71,7 +71,7 @@ def validate(cfg: DictConfig) -> None:
 
 def load_backbone(ckpt_path: str) -> tuple[torch.nn.Module, dict]:
     """The colorization network of a training checkpoint (eval mode), and the checkpoint's hyperparameters."""
-    module = load_checkpoint(ckpt_path)
+    module = load_module(ckpt_path)
     net = module.net
     if not hasattr(net, "features"):
         raise ConfigError(
@@ -189,19 +189,10 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
         classic=cfg.probe.classic,
         input_size=cfg.data.crop_size,
     )
-    configured = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks = configured + list(callbacks or [])
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    try:
+    trainer: L.Trainer = build_trainer(cfg, extra_callbacks=callbacks or ())
+    with logged_run(trainer, cfg):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume)
         metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]  # the reported numbers
-    finally:
-        for logger in loggers:  # close the W&B run even on failure
-            if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-                logger.experiment.finish()
     report = {
         "ckpt_path": str(cfg.ckpt_path),
         "arch": hparams["arch"],

@@ -13,9 +13,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from colorization.checkpoints import load_checkpoint
 from colorization.color import load_reference, uint8_to_lightness
 from colorization.color.bins import resolve_bins
-from colorization.data.safety import load_checkpoint
 from colorization.errors import ConfigError
 from colorization.models.batchnorm import BATCHNORM_KINDS
 from colorization.models.data_init import INIT_METHODS, kmeans_init
@@ -33,7 +33,14 @@ from colorization.models.module import network_class
 from colorization.models.pretrained import authors_bins, check_authors_state_dict
 from colorization.prior import estimate_prior_from_data, load_prior, save_prior
 from colorization.sweeps import job_guard
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import (
+    build_trainer,
+    config_dir,
+    logged_run,
+    one_line_errors,
+    one_line_hydra_errors,
+    register_resolvers,
+)
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -242,9 +249,7 @@ def train(cfg: DictConfig) -> L.Trainer:
         network_tensors(init_state, cfg.model.init_from)  # one of our checkpoints, or a one-line error now
     bins = adopt_authors_weights(cfg, init_state) if authors else resolve_bins(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build_trainer(cfg)
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early
     datamodule.check_not_empty(trainer.world_size)
     if cfg.trainer.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
@@ -254,35 +259,33 @@ def train(cfg: DictConfig) -> L.Trainer:
             "trainer.sync_batchnorm=true would replace model.batchnorm=caffe by torch's SyncBatchNorm, which has "
             "another moving average: use model.batchnorm=affine, or trainer.sync_batchnorm=false"
         )
-    L.seed_everything(cfg.seed, workers=True)
-    prior = resolve_prior(cfg, datamodule, bins, trainer.global_rank)
-    # seed again: whether the prior was estimated (drawing random crops) or read from the cache, the
-    # network starts from the same weights, so a resumed run and a fresh one agree
-    L.seed_everything(cfg.seed, workers=True)
-    # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
-    model = build_model(cfg, bins, prior)
-    init = cfg.model.get("init", "default")
-    if authors:  # the authors' released weights: they take precedence over model.init
-        tensors = load_authors_weights_into(model, init_state, cfg.model.init_from)
-        what = "every layer, their head included" if model.criterion.classification else "all but the head"
-        log.info("model.init_from: %d tensors of the authors' ECCV16 (%s; model.init not run)", len(tensors), what)
-    elif init_from := cfg.model.get("init_from"):  # another run's weights: they take precedence over model.init
-        tensors = load_body_weights(model, init_from, state=init_state)
-        log.info("model.init_from: %d tensors from %s (all but the head; model.init not run)", len(tensors), init_from)
-    elif init == "kmeans" and ckpt_path:
-        log.info("model.init=kmeans: not rerun, the weights come from ckpt_path=%s", ckpt_path)
-    elif init == "kmeans" and trainer.global_rank == 0:  # DDP broadcasts rank 0's weights when it wraps the model
-        data_dependent_init(cfg, model, datamodule, trainer.strategy.root_device)
-    del init_state  # copied into the network: free the file's tensors before training
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    try:
+    with logged_run(trainer, cfg):  # the config to W&B first; the W&B run closed whatever happens
+        L.seed_everything(cfg.seed, workers=True)
+        prior = resolve_prior(cfg, datamodule, bins, trainer.global_rank)
+        # seed again: whether the prior was estimated (drawing random crops) or read from the cache, the
+        # network starts from the same weights, so a resumed run and a fresh one agree
+        L.seed_everything(cfg.seed, workers=True)
+        # _convert_="all": plain dicts and lists in the hyperparameters, so checkpoints load with weights_only=True
+        model = build_model(cfg, bins, prior)
+        if not cfg.model.get("compile"):  # Lightning's model summary: sizes and FLOPs at the crop (one forward)
+            model.example_input_array = torch.zeros(1, 1, cfg.data.crop_size, cfg.data.crop_size)
+        init = cfg.model.get("init", "default")
+        if authors:  # the authors' released weights: they take precedence over model.init
+            tensors = load_authors_weights_into(model, init_state, cfg.model.init_from)
+            what = "every layer, their head included" if model.criterion.classification else "all but the head"
+            log.info("model.init_from: %d tensors of the authors' ECCV16 (%s; model.init not run)", len(tensors), what)
+        elif init_from := cfg.model.get("init_from"):  # another run's weights: they take precedence over model.init
+            tensors = load_body_weights(model, init_from, state=init_state)
+            log.info(
+                "model.init_from: %d tensors from %s (all but the head; model.init not run)", len(tensors), init_from
+            )
+        elif init == "kmeans" and ckpt_path:
+            log.info("model.init=kmeans: not rerun, the weights come from ckpt_path=%s", ckpt_path)
+        elif init == "kmeans" and trainer.global_rank == 0:  # DDP broadcasts rank 0's weights when it wraps the model
+            data_dependent_init(cfg, model, datamodule, trainer.strategy.root_device)
+        del init_state  # copied into the network: free the file's tensors before training
         # in a multirun, sweeps.job_guard (on main) makes DDP ranks > 0 rerun this one job, not the sweep
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    finally:
-        for logger in loggers:  # close the W&B run even on failure: multiruns start a fresh one per job
-            if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-                logger.experiment.finish()
     return trainer
 
 

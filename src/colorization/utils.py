@@ -1,9 +1,11 @@
-"""Small helpers shared by the entry points: config location, resolvers, one-line errors."""
+"""Small helpers shared by the entry points: config location, resolvers, one-line errors, the run wrapper."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import importlib.util
 import itertools
 import netrc
 import os
@@ -18,7 +20,7 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from colorization.color.reference import ReferenceError
@@ -82,6 +84,43 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def build_trainer(cfg: DictConfig, extra_callbacks=(), **options):
+    """The Trainer of ``cfg.trainer`` with the callbacks of ``cfg.callbacks`` (then ``extra_callbacks``) and the
+    loggers of ``cfg.logger``; ``options`` go to the Trainer."""
+    import hydra
+
+    def built(group: str) -> list:
+        return [hydra.utils.instantiate(c) for c in (cfg.get(group) or {}).values() if c is not None]
+
+    callbacks = [*built("callbacks"), *extra_callbacks]
+    from lightning.pytorch.callbacks import ProgressBar
+
+    wants_bar = cfg.trainer.get("enable_progress_bar", True) is not False
+    if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks) and importlib.util.find_spec("rich"):
+        from colorization.callbacks.progress_bar import StepsProgressBar  # Lightning's, without "Epoch 0/-2"
+
+        callbacks.append(StepsProgressBar())
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=built("logger") or False, **options)
+
+
+@contextlib.contextmanager
+def logged_run(trainer, cfg: DictConfig):
+    """The body of a run (train, evaluate, probe): the whole config goes to the loggers first, and the W&B run
+    is closed when the body ends, whatever happens (a multirun starts a fresh one per job); marked failed
+    (exit code 1) when the body raised."""
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    failed = True
+    try:
+        yield trainer
+        failed = False
+    finally:
+        for logger in trainer.loggers:
+            finish = getattr(getattr(logger, "experiment", None), "finish", None)  # W&B's; CSV has none
+            if finish is not None:
+                finish(exit_code=1 if failed else 0)
+
+
 def one_line_errors(fn):
     """Configuration and reference-file errors end the program with one line naming the key."""
 
@@ -136,7 +175,8 @@ def hydra_error_line(err: Exception) -> str:
         return f"{key}: no such config key ({hint}a new key needs a '+': +{key}=VALUE)"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if isinstance(err, MissingConfigException) and err.options:
-        return f"{lines[0]} (options: {', '.join(err.options)})"
+        options = [o for o in err.options if not o.startswith("_")]  # data/_base, loss/_base: shared keys, not options
+        return f"{lines[0]} (options: {', '.join(options)})"
     if isinstance(err, OverrideParseException):
         return ": ".join(lines[:2])
     return lines[0] if lines else type(err).__name__

@@ -3,6 +3,7 @@ from colorization.callbacks.fault_tolerance import FaultTolerance, NonFiniteLoss
 from colorization.callbacks.final_validation import FinalValidation
 from colorization.callbacks.git_state import GitState
 from colorization.callbacks.image_grid import ColorizationGrid
+from colorization.callbacks.progress_bar import StepsProgressBar
 from colorization.callbacks.skipped_images import SkippedImages
 from colorization.callbacks.temperature_strip import TemperatureStrip
 
@@ -14,5 +15,6 @@ __all__ = [
     "GitState",
     "NonFiniteLossError",
     "SkippedImages",
+    "StepsProgressBar",
     "TemperatureStrip",
 ]

@@ -5,6 +5,8 @@ The module owns the bins and the prior (as buffers), so a checkpoint alone is en
 
 from __future__ import annotations
 
+import warnings
+
 import hydra
 import lightning as L
 import torch
@@ -24,6 +26,12 @@ from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import AB_SCALE, ECCV16
 from colorization.models.losses import ColorizationLoss
 from colorization.models.nonfinite import nonfinite_gradients, skip_if_nonfinite
+
+# By design: the DataModule decodes (on_before_batch_transfer, data.gpu_decode), this module makes the targets on the
+# device (on_after_batch_transfer). Lightning warns on every run that it uses the module's hook, which is the point.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
+# Lightning 2.6's own pytree code on torch >= 2.10, once per run; nothing to do on our side.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNetColorization}
 # The defaults of the network options: the layout of the authors' PyTorch port, which is also that of every
@@ -117,6 +125,8 @@ class ColorizationModule(L.LightningModule):
 
     # ---- data on the device -------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0) -> dict:
+        if not isinstance(batch, dict) and batch.dtype != torch.uint8:
+            return batch  # the network's input as it is: example_input_array (L), for Lightning's model summary
         images = batch["image"] if isinstance(batch, dict) else batch
         L_full, ab = lab_inputs(images, self.net.target_stride)
         out = {"image": images, "L": L_full, "ab": ab, "mask": gray_mask(ab, self.hparams.gray_threshold)}
