@@ -27,9 +27,10 @@ from colorization.models.pretrained import (
     authors_bins,
     check_authors_state_dict,
     load_authors_weights,
-    load_checkpoint,
+    load_module,
 )
 from conftest import compose
+from test_finetune import authors_state, grid_313  # the authors' file: their keys and shapes, written out
 from test_metrics import auc_numpy, colorfulness_numpy, nearest_bin_numpy
 
 SIZE = 64  # small images keep the network's forward passes cheap on 2 CPU cores
@@ -71,7 +72,7 @@ def test_table_for_the_model_and_the_baselines(trained_checkpoint, tmp_path):
     assert table["gray"]["auc"] == pytest.approx(auc_numpy(np.zeros_like(ab), ab), abs=0.01)
     swapped = ab[::-1]  # "random": each image gets the other's colors
     assert table["random"]["auc"] == pytest.approx(auc_numpy(swapped, ab), abs=0.01)
-    module = load_checkpoint(trained_checkpoint).eval()
+    module = load_module(trained_checkpoint).eval()
     prior = module.prior.double().numpy()
     nearest = nearest_bin_numpy(ab, module.bins.numpy())
     assert (prior[nearest] > 0).all()
@@ -257,16 +258,7 @@ def test_the_command_line(trained_checkpoint, tmp_path):
 # ---- the authors' released weights -----------------------------------------------------------
 def grid_bins() -> torch.Tensor:
     """313 distinct grid points sorted by (a, b): shaped like the authors' bins, but not theirs."""
-    a, b = torch.meshgrid(torch.arange(-90.0, 110.0, 10.0), torch.arange(-110.0, 110.0, 10.0), indexing="ij")
-    return torch.stack((a.flatten(), b.flatten()), 1)[:313]
-
-
-def authors_state(bins: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A state dict with the released file's keys and shapes: ECCV16 + model_out.weight = bins / 110."""
-    torch.manual_seed(0)
-    state = {k: v for k, v in ECCV16(313).state_dict().items() if not k.endswith("num_batches_tracked")}
-    state[AUTHORS_HEAD] = (bins.T / 110.0).reshape(2, 313, 1, 1).clone()
-    return state
+    return torch.from_numpy(grid_313()).float()
 
 
 @pytest.fixture
@@ -314,8 +306,8 @@ def test_mismatched_weight_files_are_refused(tmp_path, trained_checkpoint, no_re
         authors_bins(state[AUTHORS_HEAD].flip(1), key, download=False)
     # the likely mistakes, as files: our own network's weights (Caffe BatchNorm without gamma and beta, 261 bins,
     # no model_out), and a training checkpoint
-    torch.save(load_checkpoint(trained_checkpoint).net.state_dict(), tmp_path / "ours.pth")
-    with pytest.raises(ConfigError, match=r"missing: model1.4.bias, .*wrong shape: model8.6"):
+    torch.save(load_module(trained_checkpoint).net.state_dict(), tmp_path / "ours.pth")
+    with pytest.raises(ConfigError, match=r"missing: model1.4.bias, .*wrong shape: model1.0.weight \(8, 1, 3, 3\)"):
         load_authors_weights(tmp_path / "ours.pth", download=False)
     with pytest.raises(ConfigError, match="not a state dict of tensors"):
         load_authors_weights(trained_checkpoint, download=False)
