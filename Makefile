@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps train test test-slow test-all lint format clean bench bench-quick
+.PHONY: install system-deps train test test-slow test-all test-lowest lint format clean bench bench-quick
 
 install: $(STAMP)
 
@@ -44,6 +44,15 @@ test-slow: install
 
 test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(ARGS)
+
+# The lowest versions pyproject.toml allows (uv's --resolution lowest-direct: torch 2.4, lightning 2.6, numpy 1.26,
+# datasets 2.19, gradio 5.0, ...) in a second environment, and the default test suite there. Measured on 2 CPU cores:
+# 5.8 GB in .venv-lowest (a CUDA build of torch 2.4 from PyPI), 45 s to install; not in CI (see the README).
+LOWEST ?= .venv-lowest
+test-lowest: system-deps
+	@test -x $(LOWEST)/bin/uv || { $(PYTHON) -m venv $(LOWEST) && $(LOWEST)/bin/pip install -q uv; }
+	$(LOWEST)/bin/uv pip install --python $(LOWEST)/bin/python -q --resolution lowest-direct -e ".[dev,sweep]"
+	$(LOWEST)/bin/python -m pytest $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests
