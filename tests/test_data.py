@@ -115,20 +115,17 @@ def flat_class_folder(photo_folder, tmp_path):
     return root
 
 
+def imagefolder(root, **options) -> ColorizationDataModule:
+    """``data=hf data.path=imagefolder data.data_dir=root``, small: 32 x 32 crops, batches of 2, 2 held out."""
+    return ColorizationDataModule(
+        **{"source": "hf", "path": "imagefolder", "data_dir": str(root), "crop_size": 32, "num_workers": 0}
+        | {"batch_size": 2, "val_size": 2, **options}
+    )
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_hf_source_loads_a_local_imagefolder(flat_class_folder, streaming):
-    dm = ColorizationDataModule(
-        source="hf",
-        path="imagefolder",
-        data_dir=str(flat_class_folder),
-        streaming=streaming,
-        crop_size=32,
-        resize=64,
-        batch_size=3,
-        num_workers=0,
-        val_size=2,
-        label_column="label",
-    )
+    dm = imagefolder(flat_class_folder, streaming=streaming, resize=64, batch_size=3, label_column="label")
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (3, 3, 32, 32)
@@ -138,16 +135,7 @@ def test_hf_source_loads_a_local_imagefolder(flat_class_folder, streaming):
 
 
 def test_hf_source_names_a_wrong_image_column(photo_folder):
-    dm = ColorizationDataModule(
-        source="hf",
-        path="imagefolder",
-        data_dir=str(photo_folder),
-        crop_size=32,
-        num_workers=0,
-        batch_size=2,
-        val_size=2,
-        image_column="picture",
-    )
+    dm = imagefolder(photo_folder, image_column="picture")
     dm.setup()
     with pytest.raises(KeyError, match="data.image_column"):
         next(iter(dm.train_dataloader()))

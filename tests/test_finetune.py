@@ -97,7 +97,13 @@ def release(tmp_path, monkeypatch) -> tuple[Path, dict, np.ndarray]:
 
 FROZEN = ["model.optimizer.lr=0", "model.optimizer.weight_decay=0"]  # two steps that change no weight
 # the authors' weights fix the layout: these runs train the full-width ECCV16 (TINY without model.width)
-RUN = [*(o for o in TINY if not o.startswith("model.width")), "trainer.max_steps=2", "data.train_crops=8", "data.val_crops=4", "trainer.num_sanity_val_steps=0"]
+RUN = [
+    *(o for o in TINY if not o.startswith("model.width")),
+    "trainer.max_steps=2",
+    "data.train_crops=8",
+    "data.val_crops=4",
+    "trainer.num_sanity_val_steps=0",
+]
 RUN += ["callbacks.colorization_grid=null", "color.download=false"]
 
 

@@ -170,8 +170,9 @@ class FixedCrops(Dataset):
         return {"image": self.crops[i]}
 
 
-class HFImages(SkipBadImages):
-    """A map-style Hugging Face dataset with an image column (PIL images or paths)."""
+class HFExamples:
+    """What both Hugging Face datasets hold: the dataset (images not decoded by ``datasets``), the transform, the
+    columns, the bad-file policy and whether images travel encoded (``data.gpu_decode``)."""
 
     def __init__(
         self,
@@ -183,20 +184,24 @@ class HFImages(SkipBadImages):
         encoded: bool = False,
     ):
         self.dataset, self.transform = undecoded(dataset, image_column), transform
-        self.image_column, self.label_column = image_column, label_column
+        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
         self.on_error = check_on_error(on_error)
-        self.encoded = encoded
+
+    def item(self, example: dict, name: str) -> dict:
+        return _hf_item(example, self.transform, self.image_column, self.label_column, name, self.encoded)
+
+
+class HFImages(HFExamples, SkipBadImages):
+    """A map-style Hugging Face dataset with an image column (PIL images or paths)."""
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def load(self, i: int) -> dict:
-        return _hf_item(
-            self.dataset[i], self.transform, self.image_column, self.label_column, f"example {i}", self.encoded
-        )
+        return self.item(self.dataset[i], f"example {i}")
 
 
-class HFImageStream(IterableDataset):
+class HFImageStream(HFExamples, IterableDataset):
     """A streaming Hugging Face dataset. In loader workers, ``datasets`` gives each worker its own shards;
     its position (``state_dict``) is what torchdata's StatefulDataLoader saves, so a resumed run goes on with
     the examples it has not seen. Splitting across ranks happens before (``split_dataset_by_node``).
@@ -205,20 +210,8 @@ class HFImageStream(IterableDataset):
     named in the next item's SKIPPED (or raised, with on_error="raise").
     """
 
-    def __init__(
-        self,
-        dataset,
-        transform,
-        image_column: str = "image",
-        label_column: str | None = None,
-        on_error: str = "skip",
-        encoded: bool = False,
-        retries: int = 3,
-        retry_wait: float = 1.0,
-    ):
-        self.dataset, self.transform = undecoded(dataset, image_column), transform
-        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
-        self.on_error = check_on_error(on_error)
+    def __init__(self, *args, retries: int = 3, retry_wait: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
         self.retries, self.retry_wait = retries, retry_wait
 
     def __iter__(self):
@@ -227,9 +220,7 @@ class HFImageStream(IterableDataset):
             if n == 0:
                 self.dataset.load_state_dict(None)  # a resumed position applies to this pass only, not the next epoch
             try:
-                item = _hf_item(
-                    example, self.transform, self.image_column, self.label_column, f"example {n}", self.encoded
-                )
+                item = self.item(example, f"example {n}")
             except BadImageError as err:
                 if self.on_error == "raise":
                     raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
