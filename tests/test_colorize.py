@@ -195,3 +195,22 @@ def test_the_authors_weights(tmp_path, monkeypatch):
     result = run([*overrides, f"output={tmp_path}/out"], tmp_path)
     with Image.open(result.images[0]) as im:
         assert im.size == (200, 134)
+
+
+def test_colorize_never_writes_through_a_planted_link_or_over_a_hard_linked_input(tmp_path):
+    """The plan's outputs come from data.safety.OutputPaths: a symbolic link planted under the natural output name
+    (pointing outside), and an output name that is a hard link to an input, are both passed over."""
+    photos, out = tmp_path / "in", tmp_path / "out"
+    (photos / "sub").mkdir(parents=True)
+    out.mkdir()
+    for name in ("dog.jpg", "sub/cat.jpg", "bird.jpg"):
+        (photos / name).write_bytes(b"")
+    outside = tmp_path / "outside.png"
+    (out / "dog.png").symlink_to(outside)
+    os.link(photos / "bird.jpg", out / "bird.png")  # the natural output of bird.jpg is bird.jpg itself
+    (out / "sub").symlink_to(tmp_path, target_is_directory=True)  # a folder that leads out of the output dir
+    jobs = {j.source.name: j.target for j in plan(str(photos), out, ".png").jobs}
+    assert jobs["dog.jpg"] == out.resolve() / "dog_1.png"
+    assert jobs["bird.jpg"] == out.resolve() / "bird_1.png"
+    assert jobs["cat.jpg"] == out.resolve() / "cat.png"  # not through out/sub -> tmp_path
+    assert all(t.resolve().is_relative_to(out.resolve()) for t in jobs.values()) and not outside.exists()

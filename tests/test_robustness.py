@@ -434,14 +434,14 @@ def test_output_path_never_overwrites_an_input(tmp_path):
     other_input = tmp_path / "a_color.png"
     other_input.write_bytes(b"another input")
     # the output directory is the input directory and the suffix would recreate the input's own name
-    assert safe_output_path(photo, tmp_path, ".jpg") == tmp_path.resolve() / "a-1.jpg"
+    assert safe_output_path(photo, tmp_path, ".jpg") == tmp_path.resolve() / "a_1.jpg"
     # another input already has the natural output name
     assert safe_output_path(photo, tmp_path, "_color.png", avoid=[photo, other_input]) == (
-        tmp_path.resolve() / "a-1_color.png"
+        tmp_path.resolve() / "a_1_color.png"
     )
     # a hard link to an input counts as that input
     os.link(photo, tmp_path / "b_color.png")
-    assert safe_output_path("b.jpg", tmp_path, "_color.png", avoid=[photo]).name == "b-1_color.png"
+    assert safe_output_path("b.jpg", tmp_path, "_color.png", avoid=[photo]).name == "b_1_color.png"
 
 
 def test_output_path_avoids_outputs_handed_out_and_symlinks(tmp_path):
@@ -449,10 +449,10 @@ def test_output_path_avoids_outputs_handed_out_and_symlinks(tmp_path):
     out.mkdir()
     first = safe_output_path("x/cat.jpg", out, ".png")
     second = safe_output_path("y/cat.jpg", out, ".png", avoid=[first])
-    assert (first.name, second.name) == ("cat.png", "cat-1.png")
+    assert (first.name, second.name) == ("cat.png", "cat_1.png")
     outside = tmp_path / "outside.txt"
     (out / "dog.png").symlink_to(outside)  # planted to redirect a write out of the directory
-    assert safe_output_path("dog.jpg", out, ".png").name == "dog-1.png"
+    assert safe_output_path("dog.jpg", out, ".png").name == "dog_1.png"
     assert not outside.exists()
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from colorization.api import Colorizer, as_float, to_uint8
 from colorization.data.datasets import load_image
+from colorization.data.safety import OutputPaths
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
@@ -78,8 +79,8 @@ def _glob_root(spec: str) -> Path:
 def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = False) -> Plan:
     """Map every input image to its output file(s): same relative path under output_dir, new suffix.
 
-    Two inputs that would share an output name, or an output name (or its ``_strip`` twin) that is
-    an input itself, get ``_1``, ``_2``, ... appended.
+    Two inputs that would share an output name, or an output name (or its ``_strip`` twin) that is an input
+    itself or an existing symbolic link, get ``_1``, ``_2``, ... appended (``data.safety.OutputPaths``).
     """
     output_dir = output_dir.expanduser().resolve()
     found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
@@ -108,8 +109,9 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
         else:
             missing.append((spec, "no such file or folder"))
 
-    sources, jobs, taken = set(), [], set()
-    inputs_resolved = {f.resolve() for f, _ in found}
+    sources, jobs = set(), []
+    outputs = OutputPaths(output_dir, [f for f, _ in found])
+    twins = (f"_strip{suffix}",) if strip else ()
     for file, root in found:
         if file.resolve() in sources:
             continue  # the same file named twice
@@ -118,16 +120,8 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
             relative = Path(os.path.abspath(file)).relative_to(os.path.abspath(root))
         except ValueError:
             relative = Path(file.name)
-        target = (output_dir / relative).with_suffix(suffix)
-        if not target.resolve().is_relative_to(output_dir):  # a symlinked sub-folder of output_dir
-            target = (output_dir / file.name).with_suffix(suffix)
-        stem, n = target.stem, 0
-        names = lambda t: [t, t.with_name(f"{t.stem}_strip{suffix}")] if strip else [t]  # noqa: E731
-        while any(t.resolve() in taken or t.resolve() in inputs_resolved for t in names(target)):
-            n += 1
-            target = target.with_name(f"{stem}_{n}{suffix}")
-        taken.update(t.resolve() for t in names(target))
-        jobs.append(Job(file, target, names(target)[-1] if strip else None))
+        target, *strip_target = outputs.new(file, suffix, subdir=relative.parent, twins=twins)
+        jobs.append(Job(file, target, strip_target[0] if strip else None))
     return Plan(jobs, missing)
 
 

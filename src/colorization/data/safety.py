@@ -1,6 +1,6 @@
-"""Output paths that must not escape: ``safe_output_path``, an output file for an input, always inside the output
-directory, whatever the input's name (``../../x.jpg``, an absolute path, control characters), never over an input or
-over an output already handed out, never through a symbolic link.
+"""Output paths that must not escape (``OutputPaths``, ``safe_output_path``): an output file for an input, always
+inside the output directory, whatever the input's name (``../../x.jpg``, an absolute path, control characters), never
+over an input or over an output already handed out, never through a symbolic link. ``colorize`` writes through it.
 """
 
 from __future__ import annotations
@@ -25,35 +25,50 @@ def safe_name(name: str, default: str = "image") -> str:
     return name or default
 
 
-def safe_output_path(
-    input_path: str | PurePath,
-    output_dir: str | Path,
-    suffix: str = "_color.png",
-    avoid: Iterable[str | Path] = (),
-) -> Path:
-    """The output file for ``input_path``: ``output_dir/<input stem><suffix>``, made safe.
+class OutputPaths:
+    """Output files for inputs, handed out one by one inside ``output_dir`` (used by ``colorize``).
 
-    - Only the input's bare name is used (``../../etc/passwd`` -> ``passwd``), so the result is always a
-      direct child of ``output_dir`` (checked after resolving it).
-    - Never an existing input or a path in ``avoid`` (pass every input and every output handed out so
-      far), never an existing symbolic link: ``<stem><suffix>``, then ``<stem>-1<suffix>``, ``-2`` ...
-    Nothing is created; the caller writes the file (and adds the result to ``avoid``).
+    - Only the input's bare, cleaned name is used (``../../etc/passwd.jpg`` -> ``passwd``); ``subdir`` (a folder
+      under ``output_dir``, for outputs that mirror the inputs' folders) is cleaned component by component, and
+      a folder that resolves outside ``output_dir`` (a planted symbolic link) is not used.
+    - Never an input (``inputs``; hard links to one count as it), an output handed out before, or an existing
+      symbolic link: ``<stem><suffix>``, then ``<stem>_1<suffix>``, ``_2`` ... ``twins`` are other endings that
+      must be free under the same stem (colorize's ``_strip.png``).
+    Nothing is created; the caller writes the files.
     """
-    out_dir = Path(output_dir).expanduser().resolve()
-    if not suffix or suffix != safe_name("x" + suffix)[1:] or suffix.strip(".") == "":
-        raise ValueError(f"suffix={suffix!r} must be a plain file-name ending, such as '_color.png'")
-    stem = safe_name(PurePath(safe_name(str(input_path))).stem)
-    others = [input_path, *avoid]
-    taken = {_resolved(p) for p in others}
-    inodes = {_inode(p) for p in others} - {None}  # hard links to an input count as the input
-    for n in range(100_000):
-        candidate = out_dir / f"{stem}{f'-{n}' if n else ''}{suffix}"
-        if candidate.parent != out_dir:  # cannot happen with a bare name; kept as the invariant it relies on
-            raise ValueError(f"{candidate} is outside {out_dir}")
-        if candidate.is_symlink() or _resolved(candidate) in taken or _inode(candidate) in inodes:
-            continue
-        return candidate
-    raise FileExistsError(f"no free output name for {input_path} in {out_dir}")
+
+    def __init__(self, output_dir: str | Path, inputs: Iterable[str | PurePath] = ()):
+        self.output_dir = Path(output_dir).expanduser().resolve()
+        inputs = list(inputs)
+        self.taken = {_resolved(p) for p in inputs}
+        self.inodes = {_inode(p) for p in inputs} - {None}
+
+    def new(self, input_path, suffix: str = "_color.png", subdir: str | PurePath = "", twins=()) -> list[Path]:
+        """[the output file, then one file per twin ending], reserved."""
+        for ending in (suffix, *twins):
+            if not ending or ending != safe_name("x" + ending)[1:] or ending.strip(".") == "":
+                raise ValueError(f"suffix={ending!r} must be a plain file-name ending, such as '_color.png'")
+        folder = self.output_dir.joinpath(*(part for p in PurePath(subdir).parts if (part := safe_name(p, ""))))
+        if not folder.resolve().is_relative_to(self.output_dir):
+            folder = self.output_dir
+        stem = safe_name(PurePath(safe_name(str(input_path))).stem)
+        for n in range(100_000):
+            paths = [folder / f"{stem}{f'_{n}' if n else ''}{ending}" for ending in (suffix, *twins)]
+            if any(p.is_symlink() or _resolved(p) in self.taken or _inode(p) in self.inodes for p in paths):
+                continue
+            if any(not p.resolve().is_relative_to(self.output_dir) for p in paths):  # cannot happen: the invariant
+                raise ValueError(f"{paths[0]} is outside {self.output_dir}")
+            self.taken.update(_resolved(p) for p in paths)
+            return paths
+        raise FileExistsError(f"no free output name for {input_path} in {folder}")
+
+
+def safe_output_path(
+    input_path: str | PurePath, output_dir: str | Path, suffix: str = "_color.png", avoid: Iterable = ()
+) -> Path:
+    """One output file for ``input_path`` directly in ``output_dir``, never over ``input_path`` or a path in
+    ``avoid`` (``OutputPaths``' rules)."""
+    return OutputPaths(output_dir, [input_path, *avoid]).new(input_path, suffix)[0]
 
 
 def _inode(path: str | PurePath) -> tuple[int, int] | None:
