@@ -32,7 +32,7 @@ bench: install
 
 # About two minutes on 2 CPU cores.
 bench-quick: install
-	$(PY) -m colorization.bench --quick $(ARGS)
+	$(PY) -m colorization.bench preset=quick $(ARGS)
 
 # The default test suite (under 15 minutes on 2 CPU cores).
 test: install system-deps

@@ -77,7 +77,7 @@ def test_benchmark_files_look_like_imagenet_and_are_reused(tmp_path):
 
 def test_tiny_benchmark_run_reports_every_number(tmp_path):
     overrides = [
-        "bench.quick=true",
+        "preset=quick",
         "bench.files=12",
         "bench.encode_images=8",
         "bench.encode_repeats=1",
@@ -108,7 +108,7 @@ def test_tiny_benchmark_run_reports_every_number(tmp_path):
 def test_quick_benchmark_command(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path / "logs")}
     result = subprocess.run(
-        [sys.executable, "-m", "colorization.bench", "--quick"],
+        [sys.executable, "-m", "colorization.bench", "preset=quick"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""python -m colorization.bench [--quick] [key=value ...]: how fast training runs, and where the time goes.
+"""python -m colorization.bench [preset=quick] [key=value ...]: how fast training runs, and where the time goes.
 
 One run measures, on the device it finds (CUDA, else CPU):
 1. the peak of a bf16 matmul (the reference for FLOP utilization);
@@ -47,19 +47,6 @@ from colorization.utils import config_dir, one_line_errors, register_resolvers
 log = logging.getLogger(__name__)
 register_resolvers()
 
-QUICK = {  # bench.quick=true: about two minutes on 2 CPU cores
-    "data.batch_size": 40,  # the 2016 batch: on a CPU the network's speed depends on it, compare like with like
-    "data.crop_size": 32,
-    "data.num_workers": 2,
-    "bench.files": 48,
-    "bench.warmup": 1,
-    "bench.steps": 3,
-    "bench.legacy_warmup": 1,
-    "bench.legacy_steps": 1,
-    "bench.encode_images": 256,  # the files' crops, repeated: long enough passes for steady timings
-    "bench.encode_repeats": 3,
-    "bench.matmul_size": 1024,
-}
 FAST = {  # bench.fast=true on CUDA: what trainer=gpu_fast switches on
     "trainer.precision": "bf16-mixed",
     "trainer.benchmark": True,
@@ -468,10 +455,8 @@ def apply(cfg: DictConfig, values: dict, prefix: str = "") -> None:
 
 
 def run(cfg: DictConfig, overrides: list[str] = ()) -> dict:
-    """``overrides``: the command line's key=value pairs, which win over the quick and fast presets."""
+    """``overrides``: the command line's key=value pairs, which win over the fast switches (set here, on CUDA)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.bench.quick:
-        apply(cfg, QUICK)
     if cfg.bench.fast and device.type == "cuda":
         apply(cfg, FAST)
     explicit = [o.lstrip("+~") for o in overrides if "=" in o and "." in o.split("=", 1)[0]]
@@ -608,5 +593,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [("bench.quick=true" if arg == "--quick" else arg) for arg in sys.argv]
     main()
