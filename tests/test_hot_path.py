@@ -46,7 +46,7 @@ class CountPerBatch(L.Callback):
         def counted(batch, dataloader_idx=0):
             with CountSyncs() as mode:
                 out = original(batch, dataloader_idx)
-            if pl_module.training:
+            if pl_module.training and isinstance(batch, dict):  # not the model summary's example_input_array
                 self.transfer.append(dict(mode.counts))
             return out
 
