@@ -31,7 +31,7 @@ from torchvision.utils import make_grid, save_image
 
 from colorization.color import ab_bins, lab_to_rgb, load_reference, rgb_to_lab
 from colorization.data.datasets import HFImages, HFImageStream, ImageFiles, val_transform
-from colorization.data.sources import class_of, list_images, sample_split
+from colorization.data.sources import class_labels, class_of, list_images, load_hf_split, sample_split
 from colorization.errors import ConfigError
 from colorization.metrics import AuC, Colorfulness, psnr, ssim, topk_accuracy
 from colorization.models.pretrained import load_model
@@ -125,13 +125,9 @@ def evaluation_dataset(
         classes = labels = None
         if data.labels:
             classes = sorted({class_of(f, root) for f in listed})  # from the same listing
-            index = {c: i for i, c in enumerate(classes)}
-            labels = [index[class_of(f, root)] for f in files]
+            labels = class_labels(files, root, classes)
         return ImageFiles(files, transform, labels), classes
-    import datasets
-
-    split, streaming = data.val_split or data.split, data.streaming
-    examples = datasets.load_dataset(data.path, data.name, data_dir=data.data_dir, split=split, streaming=streaming)
+    examples = load_hf_split(data.path, data.name, data.data_dir, data.val_split or data.split, data.streaming)
     if indices is not None:
         keep = set(indices.tolist())
         if data.streaming:

@@ -37,7 +37,7 @@ from colorization.data.datasets import (
 )
 from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch
 from colorization.data.loaders import StreamLoader, per_rank_batch
-from colorization.data.sources import class_of, folder_split, sample_split
+from colorization.data.sources import class_labels, folder_split, load_hf_split, sample_split
 from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -168,10 +168,9 @@ class ColorizationDataModule(L.LightningDataModule):
             split = self.file_split
             train_labels = val_labels = None
             if split.classes is not None:
-                index = {c: i for i, c in enumerate(split.classes)}
                 root, val_root = Path(hp.root).expanduser(), Path(hp.val_root or hp.root).expanduser()
-                train_labels = [index[class_of(f, root)] for f in split.train]
-                val_labels = [index.get(class_of(f, val_root), -1) for f in split.val]
+                train_labels = class_labels(split.train, root, split.classes)
+                val_labels = class_labels(split.val, val_root, split.classes, unknown=-1)
             self.classes = split.classes
             if hp.gpu_decode:
                 self.train_set = EncodedFiles(split.train, train_labels, hp.on_error)
@@ -183,15 +182,11 @@ class ColorizationDataModule(L.LightningDataModule):
             self.train_set, self.val_set = self._hf_sets(train_tf, val_tf)
 
     def _hf_sets(self, train_tf, val_tf):
-        import datasets
-
         hp = self.hparams
 
         def load(split):
-            dataset = datasets.load_dataset(hp.path, hp.name, data_dir=hp.data_dir, split=split, streaming=hp.streaming)
-            if hp.gpu_decode and hp.image_column in (dataset.features or {}):  # ship the encoded bytes
-                dataset = dataset.cast_column(hp.image_column, datasets.Image(decode=False))
-            return dataset
+            encoded = hp.image_column if hp.gpu_decode else None  # ship the encoded bytes
+            return load_hf_split(hp.path, hp.name, hp.data_dir, split, hp.streaming, encoded)
 
         train = load(hp.split)
         if hp.val_split:

@@ -84,6 +84,24 @@ def class_of(path: Path, root: Path) -> str:
     return path.relative_to(root).parts[0]
 
 
+def class_labels(files: list[Path], root: Path, classes: list[str], unknown: int | None = None) -> list[int]:
+    """Each file's class index: the position of its first sub-folder under ``root`` in ``classes`` (sorted names,
+    ImageNet's order for wnid folders); a class not in ``classes`` gets ``unknown`` (None: a KeyError)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[class_of(f, root)] if unknown is None else index.get(class_of(f, root), unknown) for f in files]
+
+
+def load_hf_split(path: str, name: str | None, data_dir: str | None, split: str, streaming: bool, encoded_column=None):
+    """One split of a Hugging Face dataset (``data=hf``: training and evaluation alike). ``encoded_column``: that
+    image column is left as its encoded bytes (``data.gpu_decode``)."""
+    import datasets
+
+    dataset = datasets.load_dataset(path, name, data_dir=data_dir, split=split, streaming=streaming)
+    if encoded_column is not None and encoded_column in (dataset.features or {}):
+        dataset = dataset.cast_column(encoded_column, datasets.Image(decode=False))
+    return dataset
+
+
 def folder_split(
     root,
     val_root=None,
