@@ -160,7 +160,7 @@ def test_the_solver_parameter_groups_and_four_stage_schedule(tmp_path):
     module = build_model(cfg, bins, torch.ones(313) / 313)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.9, 0.999)
+    assert isinstance(optimizer, torch.optim.Adam) and tuple(optimizer.defaults["betas"]) == (0.9, 0.999)
     weights, biases = optimizer.param_groups
     names = {id(p): n for n, p in module.net.named_parameters()}
     assert all(names[id(p)].endswith(".weight") for p in weights["params"])

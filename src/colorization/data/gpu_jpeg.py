@@ -58,6 +58,8 @@ def collate_encoded(items: list[dict], crops: str = "train") -> dict:
 def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     with warnings.catch_warnings():  # torchvision marks its decoders deprecated in favour of TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
+        if device.type == "cpu":  # libjpeg decodes one image at a time anyway (and torchvision < 0.20 takes no list)
+            return [decode_jpeg(d, mode=ImageReadMode.RGB) for d in data]
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
