@@ -60,7 +60,7 @@ def table(results: dict[str, dict[str, list[tuple[int, float]]]]) -> str:
     for step in steps:  # every validation (trainer.val_check_interval and the end of each epoch)
         cells = []
         for n in names:
-            at = lambda m: dict(results[n][m]).get(step)  # noqa: E731
+            at = lambda m, n=n, step=step: dict(results[n][m]).get(step)  # noqa: E731
             ce, pred, true = at("val/ce"), at("val/chroma_pred"), at("val/chroma_true")
             cells += [f"{ce:.3f}" if ce is not None else "-", f"{pred:.1f} / {true:.1f}" if pred is not None else "-"]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
