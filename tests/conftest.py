@@ -86,3 +86,31 @@ def narrow_checkpoint(tmp_path_factory) -> Path:
     overrides = [*TINY, "data.train_crops=8", "data.val_crops=4", "trainer.max_steps=2", "model.width=0.25"]
     train(compose([*overrides, "trainer.num_sanity_val_steps=0", "callbacks.colorization_grid=null"], out))
     return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs colorization.train's main as `python -m colorization.train ARGS` would, in this process: (exit status,
+    stderr). The one-line errors come from the same decorators as in a real process (a few tests run one too)."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from colorization.train import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def call(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["colorization.train", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            GlobalHydra.instance().clear()
+        return code, capsys.readouterr().err
+
+    return call

@@ -14,36 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from colorization.train import main, train
+from colorization.train import train
 from colorization.utils import one_line_errors
 from conftest import TINY, compose
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = [arg for arg in TINY if not arg.startswith("data.val_crops")]  # TINY for data=folder
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """Runs colorization.train's main as `python -m colorization.train ARGS` would, in this process."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-
-    def call(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["colorization.train", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        finally:
-            GlobalHydra.instance().clear()
-        return code, capsys.readouterr().err
-
-    return call
 
 
 def _one_line(err: str) -> str:
