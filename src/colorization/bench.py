@@ -33,6 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
 from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
@@ -208,24 +209,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn, repeats: int, device: torch.device) -> float:
-    """Seconds of the fastest of ``repeats`` calls (after one warm-up call): robust on a busy machine."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def matmul_flops(device: torch.device, n: int, dtype: torch.dtype, repeats: int = 10) -> float:
+def matmul_flops(device: torch.device, n: int, dtype: torch.dtype) -> float:
+    """FLOP/s of an n x n matmul: torch.utils.benchmark's median over blocks of runs (it synchronizes CUDA), with
+    this process's thread count (its Timer defaults to one thread)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = best_time(lambda: a @ b, repeats, device)
-    return 2 * n**3 / seconds
+    timer = benchmark.Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2 * n**3 / timer.blocked_autorange(min_run_time=0.5).median
 
 
 class LoopTimer(Profiler):
@@ -328,7 +318,8 @@ def encoding_speed(cfg, module, files, device: torch.device) -> dict:
         if device.type == "cpu":  # the same single core for both
             passes["device_1thread_img_s"] = device_one_thread
 
-        # interleaved rounds, the best pass of each: a busy spell of a shared machine slows every contender
+        # interleaved rounds, the best pass of each: a busy spell of a shared machine slows every contender. Timed by
+        # hand: torch.utils.benchmark's Timer would run each multi-second pass twice more to warm up, on one thread
         def seconds(fn) -> float:
             sync(device)
             start = time.perf_counter()
