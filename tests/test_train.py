@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -173,3 +175,37 @@ def test_the_console_of_a_run_is_clean_and_the_summary_shows_the_flops(tmp_path)
     flops = float(re.search(r"Total FLOPs: ([\d.]+) M", console).group(1)) * 1e6
     expected = hand_counted_flops(ECCV16(261, width=0.125), 64)  # quickstart: 64 x 64 crops, the 261 sRGB bins
     assert abs(flops - expected) <= 0.05e6, (flops, expected)
+
+
+def test_the_run_wrapper_logs_the_config_and_closes_the_wandb_run_whatever_happens(tmp_path):
+    """utils.logged_run (train, evaluate, probe): the whole config first, then finish(exit_code=0), or 1 after a
+    failure, which it lets through."""
+    from lightning.pytorch.loggers import Logger
+    from omegaconf import OmegaConf
+
+    from colorization.utils import logged_run
+
+    class Recorder(Logger):  # a logger whose experiment has W&B's finish(exit_code=...)
+        name, version = "recorder", "0"
+
+        def __init__(self):
+            super().__init__()
+            self.config, self.exit_codes = None, []
+            self.experiment = type("Run", (), {"finish": lambda _, exit_code: self.exit_codes.append(exit_code)})()
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            self.config = params
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+    cfg = OmegaConf.create({"seed": 3, "model": {"width": "${seed}"}})
+    for fails in (False, True):
+        recorder = Recorder()
+        trainer = L.Trainer(logger=recorder, default_root_dir=tmp_path, enable_progress_bar=False)
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with logged_run(trainer, cfg):
+                assert recorder.config == {"seed": 3, "model": {"width": 3}}  # resolved, before the body runs
+                if fails:
+                    raise RuntimeError("the run failed")
+        assert recorder.exit_codes == [1 if fails else 0]
