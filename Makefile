@@ -47,7 +47,7 @@ test-all: install
 
 # The lowest versions pyproject.toml allows (uv's --resolution lowest-direct: torch 2.4, lightning 2.6, numpy 2.0,
 # datasets 2.20, gradio 6.0, ...) in a second environment, and the default test suite there. Measured on 2 CPU cores:
-# 5.8 GB in .venv-lowest (a CUDA build of torch 2.4 from PyPI), 45 s to install, about 11 min for the suite.
+# 5.8 GB in .venv-lowest (a CUDA build of torch 2.4 from PyPI), 45 s to install, about 9 min for the suite.
 LOWEST ?= .venv-lowest
 test-lowest: system-deps
 	@test -x $(LOWEST)/bin/uv || { $(PYTHON) -m venv $(LOWEST) && $(LOWEST)/bin/pip install -q uv; }
