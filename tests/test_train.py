@@ -135,6 +135,29 @@ def test_unknown_option_is_refused_naming_the_key(cli):
     assert code != 0 and "data.no_such_key" in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["l2", "unbalanced", "rebalanced"])
+def test_issue_command_two_steps_on_cpu(variant, tmp_path):
+    """The exact command from the foundation issue (batch 40 of 176 x 176 crops: minutes on 2 cores)."""
+    result = _cli(
+        f"experiment={variant}",
+        "trainer.max_steps=2",
+        "trainer.accelerator=cpu",
+        f"paths.log_dir={tmp_path}",
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_readme_quickstart_leaves_checkpoints_logs_and_grid(tmp_path):
+    result = _cli("experiment=quickstart", f"paths.log_dir={tmp_path}", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list((tmp_path / "train" / "runs").iterdir())
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "images").glob("*.png")) and list((run / "wandb").glob("offline-run-*"))
+
+
 def hand_counted_flops(net: torch.nn.Module, size: int) -> int:
     """2 x multiply-accumulates of every convolution, from each layer's weight shape and output size (forward hooks):
     Conv2d: out elements x C_in / groups x k x k; ConvTranspose2d: in elements x C_out / groups x k x k."""
