@@ -259,12 +259,16 @@ def test_table1_trains_the_variants_and_fine_tunes_l2_from_the_full_network(tmp_
         state = torch.load(table1._checkpoint(tmp_path, variant), map_location="cpu", weights_only=True)["state_dict"]
         return {k: v.float() for k, v in state.items() if k.startswith("net.") and not k.startswith("net.model8.6.")}
 
-    def distance(a, b):
-        return sum((a[k] - b[k]).abs().sum().item() for k in a)
+    lr = torch.load(table1._checkpoint(tmp_path, "l2_ft"), weights_only=True)["hyper_parameters"]["optimizer"]["lr"]
+
+    def moved(a, b):  # the largest change of one weight or bias between two networks, in learning rates
+        return max((a[k] - b[k]).abs().max().item() for k in a if k.endswith((".weight", ".bias"))) / lr
 
     ft, full, l2 = body("l2_ft"), body("rebalanced"), body("l2")
-    # two fine-tuning steps stay close to where they started; an independent L2 run is far from it
-    assert distance(ft, full) < 0.1 * distance(l2, full)
+    # Adam moves a parameter by about lr at most per step: the two fine-tuning steps stay within 2 lr of the full
+    # network's weights. The independent L2 run starts from the same seeded init as the full one (2 steps each,
+    # along gradients of other signs here and there), so it is further from them somewhere.
+    assert moved(ft, full) <= 2.2 < moved(l2, full), (moved(ft, full), moved(l2, full))
 
 
 def test_table1_toy_scale_end_to_end(tmp_path, monkeypatch):
