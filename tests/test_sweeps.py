@@ -90,7 +90,7 @@ def test_jobs_of_other_entry_points_get_a_result_from_hydras_record(tmp_path):
 def test_ddp_jobs_of_a_multirun_relaunch_their_ranks_into_their_own_directory(tmp_path):
     """Two DDP jobs (2 CPU processes each) in one sweep: each job's rank 1 runs that job, in that job's directory,
     and the second job does not inherit the first one's distributed environment."""
-    args = [*TINY, "trainer.devices=2", "+trainer.strategy=ddp", "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    args = [*TINY, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2", "trainer.val_check_interval=2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "colorization.train", "-m", *args, "loss.lam=0.25,0.5", f"paths.log_dir={tmp_path}"],
