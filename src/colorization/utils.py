@@ -88,16 +88,16 @@ def build_trainer(cfg: DictConfig, extra_callbacks=(), **options):
     """The Trainer of ``cfg.trainer`` with the callbacks of ``cfg.callbacks`` (then ``extra_callbacks``) and the
     loggers of ``cfg.logger``; ``options`` go to the Trainer."""
     import hydra
+    from lightning.pytorch.callbacks import ProgressBar
 
     def built(group: str) -> list:
         return [hydra.utils.instantiate(c) for c in (cfg.get(group) or {}).values() if c is not None]
 
     callbacks = [*built("callbacks"), *extra_callbacks]
-    from lightning.pytorch.callbacks import ProgressBar
-
     wants_bar = cfg.trainer.get("enable_progress_bar", True) is not False
+    # Lightning's rich bar without "Epoch 0/-2", where Lightning would pick its rich bar itself (rich installed)
     if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks) and importlib.util.find_spec("rich"):
-        from colorization.callbacks.progress_bar import StepsProgressBar  # Lightning's, without "Epoch 0/-2"
+        from colorization.callbacks.progress_bar import StepsProgressBar
 
         callbacks.append(StepsProgressBar())
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=built("logger") or False, **options)

@@ -88,7 +88,8 @@ def class_labels(files: list[Path], root: Path, classes: list[str], unknown: int
     """Each file's class index: the position of its first sub-folder under ``root`` in ``classes`` (sorted names,
     ImageNet's order for wnid folders); a class not in ``classes`` gets ``unknown`` (None: a KeyError)."""
     index = {c: i for i, c in enumerate(classes)}
-    return [index[class_of(f, root)] if unknown is None else index.get(class_of(f, root), unknown) for f in files]
+    names = [class_of(f, root) for f in files]
+    return [index[c] for c in names] if unknown is None else [index.get(c, unknown) for c in names]
 
 
 def load_hf_split(path: str, name: str | None, data_dir: str | None, split: str, streaming: bool, encoded_column=None):
