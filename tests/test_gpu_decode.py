@@ -54,8 +54,8 @@ def test_batched_decode_matches_the_worker_path(photos):
     files = sorted(photos.rglob("*.jpg"))
     transform = val_transform(64, 96)
     reference = torch.stack([ImageFiles(files, transform)[i]["image"] for i in range(len(files))])
-    batch = collate_encoded([EncodedFiles(files)[i] for i in range(len(files))], crops="val")
-    images, kept = decode_batch(batch["data"], "cpu", transform)
+    batch = collate_encoded([EncodedFiles(files, transform)[i] for i in range(len(files))])
+    images, kept = decode_batch(batch["data"], "cpu", batch["crop"])
     assert kept == list(range(len(files))) and images.dtype == torch.uint8 and images.shape == reference.shape
     diff = (images.int() - reference.int()).abs().float()
     assert diff.mean() < 1.0 and diff.max() <= 8  # libjpeg in torchvision vs in Pillow: same decoder family
@@ -75,7 +75,7 @@ def test_a_truncated_jpeg_is_skipped_in_the_worker_and_named(photos, tmp_path, c
     Image.open(io.BytesIO(broken.read_bytes()))  # PIL's header check passes, libjpeg would fill it with gray
     with pytest.raises(BadImageError, match="broken.jpg: .*truncated JPEG"):
         encoded_image(broken)
-    dataset = EncodedFiles([broken, good], labels=[0, 1])
+    dataset = EncodedFiles([broken, good], val_transform(32, 48), labels=[0, 1])
     with caplog.at_level(logging.WARNING):
         item = dataset[0]  # served by another file, and the skipped one named (SkippedImages counts it)
     assert item["label"] == 1 and item["skipped"] == str(broken)
@@ -93,8 +93,8 @@ def test_a_jpeg_the_device_decoder_refuses_is_dropped_with_its_label_and_named(p
     good = sorted(photos.rglob("*.jpg"))[:2]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(bad_huffman_table(good[0].read_bytes()))
-    dataset = EncodedFiles([good[0], broken, good[1]], labels=[0, 1, 2])
-    batch = collate_encoded([dataset[i] for i in range(3)], crops="val")
+    dataset = EncodedFiles([good[0], broken, good[1]], val_transform(32, 48), labels=[0, 1, 2])
+    batch = collate_encoded([dataset[i] for i in range(3)])
     assert batch["data"][1].ndim == 1  # it passed the worker's checks: its bytes travel to the decoder
     dm = ColorizationDataModule(source="folder", root=str(photos), crop_size=32, resize=48, gpu_decode=True)
     dm.setup("fit")
@@ -127,10 +127,9 @@ def test_datamodule_with_gpu_decode_gives_the_same_batches_as_without(photos, so
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nvjpeg_on_the_gpu_matches_the_cpu_decode(photos):
     files = sorted(photos.rglob("*.jpg"))
-    data = collate_encoded([EncodedFiles(files)[i] for i in range(len(files))])["data"]
-    transform = val_transform(64, 96)
-    cpu, _ = decode_batch(data, "cpu", transform)
-    gpu, _ = decode_batch(data, "cuda", transform)
+    batch = collate_encoded([EncodedFiles(files, val_transform(64, 96))[i] for i in range(len(files))])
+    cpu, _ = decode_batch(batch["data"], "cpu", batch["crop"])
+    gpu, _ = decode_batch(batch["data"], "cuda", batch["crop"])
     assert gpu.device.type == "cuda"
     assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 1.5
 

@@ -12,7 +12,7 @@ import pytest
 
 from colorization.data import ColorizationDataModule
 from colorization.data.datasets import HFImageStream, val_transform
-from colorization.data.loaders import StreamLoader, per_rank_batch
+from colorization.data.loaders import ResumableLoader, per_rank_batch
 from colorization.errors import ConfigError
 from conftest import TINY, compose
 from seen import identify, write_color_images
@@ -65,7 +65,7 @@ def test_stream_without_epoch_length_on_several_ranks_is_a_config_error(parquet_
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stream_position_survives_a_state_dict_round_trip(parquet_dir, workers):
     ds = HFImageStream(stream(parquet_dir), val_transform(32, 32))
-    loader = StreamLoader(ds, batch_size=2, num_workers=workers)
+    loader = ResumableLoader(ds, batch_size=2, num_workers=workers)
     iterator, before = iter(loader), []
     for _ in range(3):
         before += identify(next(iterator)["image"])
@@ -73,7 +73,7 @@ def test_stream_position_survives_a_state_dict_round_trip(parquet_dir, workers):
     next(iterator)  # fetched ahead (as Lightning does) but never trained on: must come again after resuming
     state = json.loads(json.dumps(loader.state_dict()))  # what a checkpoint keeps
     del iterator
-    resumed = StreamLoader(ds, batch_size=2, num_workers=workers)
+    resumed = ResumableLoader(ds, batch_size=2, num_workers=workers)
     resumed.load_state_dict(state)
     after = [i for batch in resumed for i in identify(batch["image"])]
     assert len(before) == 6 and sorted(before + after) == list(range(12))

@@ -4,6 +4,7 @@ from colorization.callbacks.final_validation import FinalValidation
 from colorization.callbacks.git_state import GitState
 from colorization.callbacks.image_grid import ColorizationGrid
 from colorization.callbacks.progress_bar import StepsProgressBar
+from colorization.callbacks.random_states import RandomStates
 from colorization.callbacks.skipped_images import SkippedImages
 from colorization.callbacks.temperature_strip import TemperatureStrip
 
@@ -14,6 +15,7 @@ __all__ = [
     "FinalValidation",
     "GitState",
     "NonFiniteLossError",
+    "RandomStates",
     "SkippedImages",
     "StepsProgressBar",
     "TemperatureStrip",

@@ -1,4 +1,4 @@
-"""The LightningDataModule: one of three image sources, uint8 crops out of the workers.
+"""The LightningDataModule: one of four image sources, uint8 crops out of the workers.
 
 Lab conversion, the 1/4-resolution ab targets, soft encoding, rebalancing weights and the gray mask
 are computed on the device by the LightningModule (``on_after_batch_transfer``), which owns the bins
@@ -6,13 +6,16 @@ and the prior; the data side only ever ships uint8 (or, with ``gpu_decode``, the
 and cropped on the device in ``on_before_batch_transfer``).
 
 Several processes (DDP): ``batch_size`` is the global batch, split evenly over the ranks. Map-style
-sources get Lightning's DistributedSampler; streams are split by rank (``split_dataset_by_node``) and
-read through a resumable StreamLoader that gives every rank ``batches_per_epoch`` batches.
+sources are read through an ``EpochSampler`` (a seeded permutation per epoch, split over the ranks); Hugging Face
+streams are split by rank (``split_dataset_by_node``) and give every rank ``batches_per_epoch`` batches; shards are
+split over ranks and workers by LitData.
+
+Exact resume: every training loader's position is in Lightning's checkpoint (``data.loaders``), each item's crop
+comes from its own seed (``data.crops``), and the loader workers are pinned to the checkpoint's number.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from colorization.data.crops import train_transform, val_transform
 from colorization.data.datasets import (
     ON_ERROR,
     SKIPPED,
@@ -32,17 +36,15 @@ from colorization.data.datasets import (
     ResizeAtLeast,
     load_image,
     readable,
-    train_transform,
-    val_transform,
 )
 from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch
-from colorization.data.loaders import StreamLoader, per_rank_batch
+from colorization.data.loaders import EpochSampler, ResumableLoader, per_rank_batch
 from colorization.data.sources import class_labels, folder_split, load_hf_split, sample_split
 from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("samples", "folder", "hf")
+SOURCES = ("samples", "folder", "hf", "shards")
 
 
 class ColorizationDataModule(L.LightningDataModule):
@@ -77,6 +79,10 @@ class ColorizationDataModule(L.LightningDataModule):
         streaming: bool = False,
         image_column: str = "image",
         label_column: str | None = None,
+        # shards (root: a directory or an object-store URL)
+        storage_options: dict | None = None,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = None,
         # speed and scale
         gpu_decode: bool = False,
         batches_per_epoch: int | None = None,
@@ -105,8 +111,28 @@ class ColorizationDataModule(L.LightningDataModule):
             )
         if hp.source == "hf" and not hp.path:
             raise ConfigError("data.path is not set: a Hugging Face dataset name, or a builder such as imagefolder")
+        self.shard_index = None  # shards: each split's index.json (counts, classes, how they were stored)
+        if hp.source == "shards":
+            self.shard_index = self._read_shard_indexes()
         if hp.batches_per_epoch is not None and hp.batches_per_epoch < 1:
             raise ConfigError(f"data.batches_per_epoch={hp.batches_per_epoch} must be >= 1 (or null)")
+
+    def _read_shard_indexes(self) -> dict:
+        from colorization.data.shards import SPLITS, read_index
+
+        hp = self.hparams
+        if not hp.root:
+            raise ConfigError("data.root is not set: a shards directory or bucket URL (python -m colorization.shards)")
+        indexes = {split: read_index(hp.root, split, hp.storage_options) for split in SPLITS}
+        stored = indexes["train"]["colorization"]["resize"]
+        if stored != hp.resize:
+            raise ConfigError(
+                f"data.resize={hp.resize}: the shards at {hp.root} hold images with their shorter side at {stored} "
+                f"(resizing them again would differ from the source): set data.resize={stored}, or convert again"
+            )
+        if hp.labels and not indexes["train"]["colorization"]["classes"]:
+            raise ConfigError(f"data.labels=true: the shards at {hp.root} were made without labels")
+        return indexes
 
     def check_world_size(self, world_size: int) -> None:
         """Before any process starts: the global batches split evenly, and a stream knows its epoch length."""
@@ -127,6 +153,10 @@ class ColorizationDataModule(L.LightningDataModule):
             return hp.train_crops
         if hp.source == "folder":
             return len(self.file_split.train)
+        if hp.source == "shards":
+            from colorization.data.shards import item_count
+
+            return item_count(self.shard_index["train"])
         if hp.streaming:
             return None
         self.setup("fit")  # a map-style Hugging Face dataset: its length is in its metadata
@@ -138,7 +168,8 @@ class ColorizationDataModule(L.LightningDataModule):
         batch = per_rank_batch(self.hparams.batch_size, world_size)
         if n is None or -(-n // world_size) >= batch:  # the distributed sampler pads each rank to ceil(n / world)
             return
-        where = {"folder": f" in data.root={self.hparams.root}", "hf": f" in data.path={self.hparams.path}"}
+        root = f" in data.root={self.hparams.root}"
+        where = {"folder": root, "shards": root, "hf": f" in data.path={self.hparams.path}"}
         spread = f" over {world_size} processes" if world_size > 1 else ""
         raise ConfigError(
             f"data.batch_size={self.hparams.batch_size} is larger than the {n} training images"
@@ -156,14 +187,16 @@ class ColorizationDataModule(L.LightningDataModule):
         hp = self.hparams
         train_tf = train_transform(hp.crop_size, hp.resize)
         val_tf = val_transform(hp.crop_size, hp.resize)
-        self.device_transforms = {"train": train_tf, "val": val_tf}  # data.gpu_decode: applied on the device
         if hp.gpu_decode and hp.source == "samples":
             log.info("data.gpu_decode: the sample photos are decoded once, in memory; nothing to decode on the device")
         if hp.source == "samples":
             split = sample_split()
             decode = lambda files: [ResizeAtLeast(hp.crop_size, hp.resize)(load_image(f)) for f in files]  # noqa: E731
-            self.train_set = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops)
+            train = InMemoryCrops(decode(split.train), train_transform(hp.crop_size), hp.train_crops, hp.seed)
+            self.train_set = train
             self.val_set = FixedCrops(decode(split.val), hp.val_crops, hp.crop_size, seed=hp.seed)
+        elif hp.source == "shards":
+            self.train_set, self.val_set = self._shard_sets(train_tf, val_tf)
         elif hp.source == "folder":
             split = self.file_split
             train_labels = val_labels = None
@@ -172,14 +205,22 @@ class ColorizationDataModule(L.LightningDataModule):
                 train_labels = class_labels(split.train, root, split.classes)
                 val_labels = class_labels(split.val, val_root, split.classes, unknown=-1)
             self.classes = split.classes
-            if hp.gpu_decode:
-                self.train_set = EncodedFiles(split.train, train_labels, hp.on_error)
-                self.val_set = EncodedFiles(split.val, val_labels, hp.on_error)
-            else:
-                self.train_set = ImageFiles(split.train, train_tf, train_labels, hp.on_error)
-                self.val_set = ImageFiles(split.val, val_tf, val_labels, hp.on_error)
+            files = EncodedFiles if hp.gpu_decode else ImageFiles
+            self.train_set = files(split.train, train_tf, train_labels, hp.on_error, hp.seed)
+            self.val_set = files(split.val, val_tf, val_labels, hp.on_error, hp.seed)
         else:
             self.train_set, self.val_set = self._hf_sets(train_tf, val_tf)
+
+    def _shard_sets(self, train_tf, val_tf):
+        """LitData datasets, made here (after the DDP process group exists: LitData reads the ranks when built)."""
+        from colorization.data.shards import ShardImages, split_url
+
+        hp = self.hparams
+        self.classes = self.shard_index["train"]["colorization"]["classes"] or None
+        store = dict(storage_options=hp.storage_options, cache_dir=hp.cache_dir, max_cache_size=hp.max_cache_size)
+        train = ShardImages(split_url(hp.root, "train"), train_tf, hp.seed, True, hp.gpu_decode, **store)
+        val = ShardImages(split_url(hp.root, "val"), val_tf, hp.seed, False, hp.gpu_decode, **store)
+        return train, val
 
     def _hf_sets(self, train_tf, val_tf):
         hp = self.hparams
@@ -200,65 +241,81 @@ class ColorizationDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.val_size={hp.val_size}: the split {hp.split!r} has only {len(train)} examples")
             train, val = train.select(range(hp.val_size, len(train))), train.select(range(hp.val_size))
         wrap = HFImageStream if hp.streaming else HFImages
-        return (
-            wrap(train, train_tf, hp.image_column, hp.label_column, hp.on_error, hp.gpu_decode),
-            wrap(val, val_tf, hp.image_column, hp.label_column, hp.on_error, hp.gpu_decode),
-        )
+        columns = (hp.image_column, hp.label_column, hp.on_error, hp.gpu_decode, hp.seed)
+        return wrap(train, train_tf, *columns), wrap(val, val_tf, *columns)
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool, crops: str | None = None, **stream) -> DataLoader:
-        """crops: "train" (random) or "val" (center): which crops data.gpu_decode makes on the device."""
+    def _options(self, batch_size: int, train: bool) -> dict:
         hp = self.hparams
-        crops = crops or ("train" if train else "val")
         workers = hp.num_workers
-        streaming = isinstance(dataset, torch.utils.data.IterableDataset)
-        options = dict(
+        return dict(
             batch_size=batch_size,
             drop_last=train,
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
-            collate_fn=functools.partial(collate_encoded, crops=crops)
-            if hp.gpu_decode and hp.source != "samples"
-            else None,
+            collate_fn=collate_encoded if hp.gpu_decode and hp.source != "samples" else None,
         )
-        if streaming:
-            return StreamLoader(dataset, **options, **stream)
-        return DataLoader(dataset, shuffle=train, **options)
 
     def train_dataloader(self) -> DataLoader:
+        """The resumable training loader of the source (its position is saved in checkpoints)."""
+        hp = self.hparams
         rank, world = self._rank_world()
-        batch_size = per_rank_batch(self.hparams.batch_size, world)
-        if not isinstance(self.train_set, HFImageStream):
-            return self._loader(self.train_set, batch_size, train=True)
-        stream = self.train_set
-        if world > 1:
-            from datasets.distributed import split_dataset_by_node
+        options = self._options(per_rank_batch(hp.batch_size, world), train=True)
+        if hp.source == "shards":
+            from colorization.data.shards import ShardLoader
 
-            part = split_dataset_by_node(stream.dataset, rank=rank, world_size=world)
-            stream = HFImageStream(
-                part, stream.transform, stream.image_column, stream.label_column, stream.on_error, stream.encoded
-            )
-        self._train_stream = self._loader(stream, batch_size, train=True, batches=self.hparams.batches_per_epoch)
-        return self._train_stream
+            self._train_loader = ShardLoader(self.train_set, **options)
+        elif isinstance(self.train_set, HFImageStream):
+            stream = self.train_set
+            if world > 1:
+                from datasets.distributed import split_dataset_by_node
+
+                part = split_dataset_by_node(stream.dataset, rank=rank, world_size=world)
+                columns = (stream.image_column, stream.label_column, stream.on_error, stream.encoded, stream.seed)
+                stream = HFImageStream(part, stream.transform, *columns, rank=rank)
+            self._train_loader = ResumableLoader(stream, batches=hp.batches_per_epoch, **options)
+        else:
+            sampler = EpochSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed)
+            self._train_loader = ResumableLoader(self.train_set, sampler=sampler, **options)
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
-        batch_size = self.hparams.val_batch_size or self.hparams.batch_size
-        key = "data.val_batch_size" if self.hparams.val_batch_size else "data.batch_size"
-        return self._loader(self.val_set, per_rank_batch(batch_size, self._rank_world()[1], key), train=False)
+        hp = self.hparams
+        batch_size = hp.val_batch_size or hp.batch_size
+        key = "data.val_batch_size" if hp.val_batch_size else "data.batch_size"
+        options = self._options(per_rank_batch(batch_size, self._rank_world()[1], key), train=False)
+        if hp.source == "shards":
+            from litdata import StreamingDataLoader
+
+            return StreamingDataLoader(self.val_set, **options)
+        return DataLoader(self.val_set, shuffle=False, **options)
+
+    # ---- the loader workers travel with the checkpoint: LitData and torchdata restore a position per worker ------
+    def state_dict(self) -> dict:
+        return {"num_workers": self.hparams.num_workers}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("num_workers")
+        if saved is not None and saved != self.hparams.num_workers:
+            log.warning(
+                "data.num_workers=%d: resuming with the checkpoint's %d loader workers (its data position is theirs)",
+                self.hparams.num_workers,
+                saved,
+            )
+            self.hparams.num_workers = saved
 
     # ---- on the way to the device ------------------------------------------------------------
     def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
         trainer = self.trainer
-        stream = getattr(self, "_train_stream", None)
-        if trainer is not None and trainer.training and stream is not None:
-            stream.took_batch()  # the stream's saved position follows the batches actually trained on
+        loader = getattr(self, "_train_loader", None)
+        if trainer is not None and trainer.training and loader is not None:
+            loader.took_batch()  # the loader's saved position follows the batches actually trained on
         if isinstance(batch, dict) and "data" in batch:  # data.gpu_decode
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            transform = self.device_transforms[batch.pop("crops")]
-            data, names = batch.pop("data"), batch.pop("file", None)
-            images, kept = decode_batch(data, device, transform, names)
+            data, names, crops = batch.pop("data"), batch.pop("file", None), batch.pop("crop")
+            images, kept = decode_batch(data, device, crops, names)
             # tensors (labels) and lists (the skipped-file names) alike keep the decodable images' entries
             batch = {k: [v[i] for i in kept] if isinstance(v, list) else v[kept] for k, v in batch.items()}
             batch["image"] = images
@@ -268,24 +325,20 @@ class ColorizationDataModule(L.LightningDataModule):
         return batch
 
     def sample_batches(self, images: int | None, seed: int, buffer: int = 10_000):
-        """uint8 batches of a uniform random sample of ``images`` training images (random training crops), drawn
-        from the whole training set: seeded indices for folder, sample and non-streaming Hugging Face sources
-        (all of them when ``images`` is None or larger); for streams, the first ``images`` examples of the stream
-        shuffled with a buffer of ``buffer`` examples (``datasets``' shuffle: shards in random order, then a
-        buffer). For the prior (``color.prior=estimate``) and the data-dependent init (``model.init``)."""
+        """uint8 batches of a uniform random sample of ``images`` training images (training crops, epoch 0's),
+        drawn from the whole training set: seeded indices for folder, sample, shard and non-streaming Hugging
+        Face sources (all of them when ``images`` is None or larger); for streams, the first ``images`` examples
+        of the stream shuffled with a buffer of ``buffer`` examples (``datasets``' shuffle: shards in random
+        order, then a buffer). For the prior (``color.prior=estimate``) and the data-dependent init (``model.init``)."""
         train = self.train_set
         if isinstance(train, HFImageStream):
             stream = train.dataset.shuffle(seed=seed, buffer_size=buffer)
-            dataset = HFImageStream(
-                stream if images is None else stream.take(images),
-                train.transform,
-                train.image_column,
-                train.label_column,
-                train.on_error,
-                train.encoded,
-            )
+            columns = (train.image_column, train.label_column, train.on_error, train.encoded, train.seed)
+            dataset = HFImageStream(stream if images is None else stream.take(images), train.transform, *columns)
         else:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+            n = self.train_size()  # shards: every rank's items (LitData's len is this rank's share)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
             dataset = torch.utils.data.Subset(train, order if images is None else order[:images])
-        for batch in self._loader(dataset, self.hparams.batch_size, train=False, crops="train"):
+        options = self._options(self.hparams.batch_size, train=False)
+        for batch in DataLoader(dataset, shuffle=False, **options):
             yield self.on_before_batch_transfer(batch)["image"]

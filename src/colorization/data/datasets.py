@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from colorization.data.crops import Crop, item_rng, train_transform, val_transform  # noqa: F401 (re-exported)
 from colorization.data.image_files import (  # noqa: F401 (BadImageError, to_rgb_tensor: re-exported)
     BadImageError,
-    encoded_image,
+    encoded_image_with_size,
     load_image,
     to_rgb_tensor,
 )
@@ -55,21 +56,6 @@ def readable(path: str | Path) -> bool:
     return True
 
 
-def train_transform(crop_size: int, resize: int | None = None) -> v2.Transform:
-    """Random crop (after an optional shorter-side resize; smaller images are upscaled) and flip."""
-    return v2.Compose(
-        [
-            ResizeAtLeast(crop_size, resize),
-            v2.RandomCrop(crop_size),
-            v2.RandomHorizontalFlip(),
-        ]
-    )
-
-
-def val_transform(crop_size: int, resize: int | None = None) -> v2.Transform:
-    return v2.Compose([ResizeAtLeast(crop_size, resize), v2.CenterCrop(crop_size)])
-
-
 class ResizeAtLeast(v2.Transform):
     """Shorter side to ``resize`` when set, and never below ``crop_size``."""
 
@@ -89,23 +75,31 @@ def check_on_error(on_error: str) -> str:
     return on_error
 
 
-class SkipBadImages(Dataset):
-    """A map-style dataset whose ``load(i)`` may raise BadImageError: skip (serve another index) or raise.
+def split_key(key) -> tuple[int, int]:
+    """A sampler's key: (index, epoch) from ``data.loaders.EpochSampler``, or a plain index (epoch 0)."""
+    return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
 
-    The replacement index is a fixed function of (i, attempt), so a run stays reproducible, and every
-    item carries the files skipped for it under SKIPPED.
+
+class SkipBadImages(Dataset):
+    """A map-style dataset whose ``load(i, rng)`` may raise BadImageError: skip (serve another index) or raise.
+
+    ``rng`` is the item's own random source (``item_rng(seed, epoch, i)``: its crop and flip). The replacement
+    index is a fixed function of (i, attempt), so a run stays reproducible, and every item carries the files
+    skipped for it under SKIPPED.
     """
 
     on_error: str = "skip"
+    seed: int = 0
 
-    def load(self, i: int) -> dict:
+    def load(self, i: int, rng: random.Random) -> dict:
         raise NotImplementedError
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        i, epoch = split_key(key)
         skipped, last = [], None
         for attempt in range(MAX_REPLACEMENTS + 1):
             try:
-                item = self.load(i)
+                item = self.load(i, item_rng(self.seed, epoch, i))
             except BadImageError as err:
                 if self.on_error == "raise":
                     raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
@@ -124,15 +118,17 @@ class SkipBadImages(Dataset):
 class ImageFiles(SkipBadImages):
     """Image files -> {"image": uint8 (3, crop, crop)} (and "label" when labels are given)."""
 
-    def __init__(self, files: list[Path], transform, labels: list[int] | None = None, on_error: str = "skip"):
-        self.files, self.transform, self.labels = list(files), transform, labels
+    def __init__(
+        self, files: list[Path], transform, labels: list[int] | None = None, on_error: str = "skip", seed: int = 0
+    ):
+        self.files, self.transform, self.labels, self.seed = list(files), transform, labels, seed
         self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, i: int) -> dict:
-        item = {"image": self.transform(load_image(self.files[i]))}
+    def load(self, i: int, rng: random.Random) -> dict:
+        item = {"image": self.transform(load_image(self.files[i]), rng)}
         if self.labels is not None:
             item["label"] = self.labels[i]
         return item
@@ -141,14 +137,15 @@ class ImageFiles(SkipBadImages):
 class InMemoryCrops(Dataset):
     """Random crops of a few decoded images, ``length`` per epoch (the bundled sample photos)."""
 
-    def __init__(self, images: list[torch.Tensor], transform, length: int):
-        self.images, self.transform, self.length = images, transform, length
+    def __init__(self, images: list[torch.Tensor], transform, length: int, seed: int = 0):
+        self.images, self.transform, self.length, self.seed = images, transform, length, seed
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.transform(self.images[i % len(self.images)])}
+    def __getitem__(self, key) -> dict:
+        i, epoch = split_key(key)
+        return {"image": self.transform(self.images[i % len(self.images)], item_rng(self.seed, epoch, i))}
 
 
 class FixedCrops(Dataset):
@@ -166,13 +163,13 @@ class FixedCrops(Dataset):
     def __len__(self) -> int:
         return len(self.crops)
 
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.crops[i]}
+    def __getitem__(self, key) -> dict:
+        return {"image": self.crops[split_key(key)[0]]}
 
 
 class HFExamples:
     """What both Hugging Face datasets hold: the dataset (images not decoded by ``datasets``), the transform, the
-    columns, the bad-file policy and whether images travel encoded (``data.gpu_decode``)."""
+    columns, the bad-file policy, whether images travel encoded (``data.gpu_decode``) and the crops' seed."""
 
     def __init__(
         self,
@@ -182,13 +179,15 @@ class HFExamples:
         label_column: str | None = None,
         on_error: str = "skip",
         encoded: bool = False,
+        seed: int = 0,
     ):
         self.dataset, self.transform = undecoded(dataset, image_column), transform
         self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
         self.on_error = check_on_error(on_error)
+        self.seed = seed
 
-    def item(self, example: dict, name: str) -> dict:
-        return _hf_item(example, self.transform, self.image_column, self.label_column, name, self.encoded)
+    def item(self, example: dict, name: str, rng: random.Random) -> dict:
+        return _hf_item(example, self.transform, self.image_column, self.label_column, name, self.encoded, rng)
 
 
 class HFImages(HFExamples, SkipBadImages):
@@ -197,8 +196,8 @@ class HFImages(HFExamples, SkipBadImages):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def load(self, i: int) -> dict:
-        return self.item(self.dataset[i], f"example {i}")
+    def load(self, i: int, rng: random.Random) -> dict:
+        return self.item(self.dataset[i], f"example {i}", rng)
 
 
 class HFImageStream(HFExamples, IterableDataset):
@@ -206,21 +205,34 @@ class HFImageStream(HFExamples, IterableDataset):
     its position (``state_dict``) is what torchdata's StatefulDataLoader saves, so a resumed run goes on with
     the examples it has not seen. Splitting across ranks happens before (``split_dataset_by_node``).
 
+    Crops: the n-th example a worker reads in a pass gets ``item_rng(seed, epoch, (rank, worker, n))``; the pass
+    (epoch) is set from the main process (``set_epoch``: a shared tensor, seen by persistent workers too) and n
+    travels in the worker's state, so a resumed stream crops as the uninterrupted one did.
+
     Transient read errors are retried (resuming the stream where it stopped); bad images are skipped and
     named in the next item's SKIPPED (or raised, with on_error="raise").
     """
 
-    def __init__(self, *args, retries: int = 3, retry_wait: float = 1.0, **kwargs):
+    def __init__(self, *args, retries: int = 3, retry_wait: float = 1.0, rank: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.retries, self.retry_wait = retries, retry_wait
+        self.retries, self.retry_wait, self.rank = retries, retry_wait, rank
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._count = self._resumed_count = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.fill_(epoch)
 
     def __iter__(self):
         skipped = []
+        worker = get_worker_info()
+        place = f"{self.rank}.{worker.id if worker is not None else 0}"
+        self._count, self._resumed_count = self._resumed_count, 0
         for n, example in enumerate(retry_transient(self.dataset, self.retries, self.retry_wait)):
             if n == 0:
                 self.dataset.load_state_dict(None)  # a resumed position applies to this pass only, not the next epoch
+            count, self._count = self._count, self._count + 1
             try:
-                item = self.item(example, f"example {n}")
+                item = self.item(example, f"example {n}", item_rng(self.seed, int(self.epoch), f"{place}.{count}"))
             except BadImageError as err:
                 if self.on_error == "raise":
                     raise BadImageError(f"{err} (data.on_error=raise; data.on_error=skip skips such files)") from err
@@ -231,10 +243,11 @@ class HFImageStream(HFExamples, IterableDataset):
             yield item
 
     def state_dict(self) -> dict:
-        return self.dataset.state_dict()
+        return {"stream": self.dataset.state_dict(), "count": self._count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.dataset.load_state_dict(state)
+        self.dataset.load_state_dict(state["stream"])
+        self._resumed_count = state["count"]
 
 
 @functools.cache
@@ -277,6 +290,17 @@ def retry_transient(stream, retries: int = 3, wait: float = 1.0):
         yield example
 
 
+def encoded_item(source, transform, rng: random.Random | None, name: str | None = None) -> dict:
+    """``data.gpu_decode``: {"data": the JPEG bytes, "crop": their crop plan} for the device to decode and cut, or,
+    for what a worker decodes itself (PNG, CMYK, EXIF-rotated, ...), the crop already cut and a plan that keeps it."""
+    payload, (height, width) = encoded_image_with_size(source, name)
+    if payload.ndim == 1:
+        return {"data": payload, "crop": transform.plan(height, width, rng).as_tensor()}
+    image = transform(payload, rng)
+    size = image.shape[-1]
+    return {"data": image, "crop": Crop(size, size, 0, 0, size).as_tensor()}
+
+
 def undecoded(dataset, image_column: str):
     """The dataset with its image column left as bytes/paths, so a bad image fails in load_image (one item,
     skipped) rather than inside the datasets library (the whole stream)."""
@@ -304,14 +328,20 @@ def _decode(value, name: str) -> torch.Tensor:
 
 
 def _hf_item(
-    example: dict, transform, image_column: str, label_column: str | None, name: str = "example", encoded: bool = False
+    example: dict,
+    transform,
+    image_column: str,
+    label_column: str | None,
+    name: str = "example",
+    encoded: bool = False,
+    rng: random.Random | None = None,
 ) -> dict:
     if image_column not in example:
         raise KeyError(f"data.image_column={image_column!r} is not a column; columns: {sorted(example)}")
     if encoded:  # data.gpu_decode: the bytes travel, decoding and cropping happen on the device
-        item = {"data": encoded_image(example[image_column], name), "file": name}
+        item = {**encoded_item(example[image_column], transform, rng, name), "file": name}
     else:
-        item = {"image": transform(_decode(example[image_column], name))}
+        item = {"image": transform(_decode(example[image_column], name), rng)}
     if label_column is not None:
         item["label"] = int(example[label_column])
     return item

@@ -2,8 +2,10 @@
 DataModule decodes a whole batch at once (nvJPEG on a GPU, libjpeg on the CPU), then crops and flips there.
 
 A worker only reads each file's header: a baseline RGB or gray JPEG without EXIF rotation travels as its
-bytes (uint8, 1-D); anything else (PNG, CMYK or EXIF-rotated JPEG, ...) is decoded in the worker, exactly
-as without this option, and travels as a uint8 (3, H, W) image. Batches are dicts whose "data" is a list.
+bytes (uint8, 1-D) with its crop plan (``data.crops.Crop``, drawn in the worker from the item's own seed, so the
+device cuts exactly what the worker would have cut); anything else (PNG, CMYK or EXIF-rotated JPEG, ...) is
+decoded and cropped in the worker, exactly as without this option, and travels as the uint8 (3, crop, crop)
+crop. Batches are dicts whose "data" is a list and whose "crop" is an int64 (B, 6) tensor of plans.
 
 The CPU path's guarantees hold: the header check refuses decompression bombs, non-images and truncated JPEGs
 (``BadImageError``, so the dataset skips, counts and names them as ``ImageFiles`` does), and a file that only
@@ -21,37 +23,39 @@ import torch
 from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from colorization.data.datasets import SkipBadImages, check_on_error
+from colorization.data.crops import Crop, apply_crop
+from colorization.data.datasets import SkipBadImages, check_on_error, encoded_item
 from colorization.data.image_files import BadImageError, encoded_image, jpeg_is_complete  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 class EncodedFiles(SkipBadImages):
-    """Image files -> {"data": bytes or decoded image, "file"} (and "label"), for ``decode_batch`` on the device.
-    Bad files are skipped (or raise) as in ``ImageFiles``."""
+    """Image files -> {"data": bytes or crop, "crop": plan, "file"} (and "label"), for ``decode_batch`` on the device.
+    ``transform`` (``data.crops.CropTransform``) plans the crops. Bad files are skipped (or raise) as in
+    ``ImageFiles``."""
 
-    def __init__(self, files: list[Path], labels: list[int] | None = None, on_error: str = "skip"):
-        self.files, self.labels = list(files), labels
+    def __init__(
+        self, files: list[Path], transform, labels: list[int] | None = None, on_error: str = "skip", seed: int = 0
+    ):
+        self.files, self.transform, self.labels, self.seed = list(files), transform, labels, seed
         self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, i: int) -> dict:
-        item = {"data": encoded_image(self.files[i]), "file": str(self.files[i])}
+    def load(self, i: int, rng) -> dict:
+        item = {**encoded_item(self.files[i], self.transform, rng, str(self.files[i])), "file": str(self.files[i])}
         if self.labels is not None:
             item["label"] = self.labels[i]
         return item
 
 
-def collate_encoded(items: list[dict], crops: str = "train") -> dict:
-    """Variable-length payloads stay a list; every other key is collated as usual. ``crops`` ("train": random
-    crop and flip, "val": center crop) tells the device side which transform to apply."""
+def collate_encoded(items: list[dict]) -> dict:
+    """Variable-length payloads stay a list; every other key (the crop plans included) is collated as usual."""
     rest = [{k: v for k, v in item.items() if k != "data"} for item in items]
-    batch = dict(default_collate(rest)) if rest[0] else {}
+    batch = dict(default_collate(rest))
     batch["data"] = [item["data"] for item in items]
-    batch["crops"] = crops
     return batch
 
 
@@ -64,11 +68,11 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.
 
 
 def decode_batch(
-    data: list[torch.Tensor], device: torch.device | str, transform, names: list[str] | None = None
+    data: list[torch.Tensor], device: torch.device | str, crops: torch.Tensor, names: list[str] | None = None
 ) -> tuple[torch.Tensor, list[int]]:
-    """Payloads from ``encoded_image`` -> uint8 (B, 3, crop, crop) on ``device`` and the indices kept: one
-    batched JPEG decode, then ``transform`` (resize, random crop, flip) per image on the device. An image
-    that does not decode is dropped and logged with its name (the batch gets smaller), never replaced by garbage."""
+    """Payloads and crop plans from ``encoded_item`` -> uint8 (B, 3, crop, crop) on ``device`` and the indices kept:
+    one batched JPEG decode, then each plan (resize, crop, flip) on the device. An image that does not decode is
+    dropped and logged with its name (the batch gets smaller), never replaced by garbage."""
     names = names or [f"image {i} of the batch" for i in range(len(data))]
     device = torch.device(device)
     images: list[torch.Tensor | None] = list(data)
@@ -89,4 +93,5 @@ def decode_batch(
     kept = [i for i, image in enumerate(images) if image is not None]
     if not kept:
         raise BadImageError(f"data.gpu_decode: no image of the batch decodes ({', '.join(names)})")
-    return torch.stack([transform(images[i].to(device, non_blocking=True)) for i in kept]), kept
+    plans = [Crop.from_tensor(c) for c in crops]  # a host tensor: no device sync
+    return torch.stack([apply_crop(images[i].to(device, non_blocking=True), plans[i]) for i in kept]), kept

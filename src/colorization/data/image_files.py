@@ -63,11 +63,14 @@ def jpeg_is_complete(raw: bytes) -> bool:
     return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
 
 
-def encoded_image(source: bytes | str | Path | dict, name: str | None = None) -> torch.Tensor:
-    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> bytes or decoded image.
+def encoded_image_with_size(
+    source: bytes | str | Path | dict, name: str | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A file path, its bytes, or a Hugging Face image cell ({"bytes", "path"}) -> (bytes or decoded image, (H, W)).
 
-    Raises BadImageError naming the file for what ``load_image`` refuses: not an image, a decompression bomb (from
-    the header: more than Image.MAX_IMAGE_PIXELS pixels), a truncated JPEG."""
+    A baseline RGB or gray JPEG without EXIF rotation stays its bytes (uint8, 1-D; its size from the header);
+    anything else is decoded here. Raises BadImageError naming the file for what ``load_image`` refuses: not an
+    image, a decompression bomb (from the header: more than Image.MAX_IMAGE_PIXELS pixels), a truncated JPEG."""
     if isinstance(source, dict):
         source = source.get("bytes") or source["path"]
     name = name or (str(source) if isinstance(source, str | Path) else "<image bytes>")
@@ -80,7 +83,13 @@ def encoded_image(source: bytes | str | Path | dict, name: str | None = None) ->
                 if image.format == "JPEG" and plain:
                     if not jpeg_is_complete(raw):
                         raise ValueError("truncated JPEG (no end-of-image marker after its last scan)")
-                    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-                return to_rgb_tensor(image)
+                    return torch.frombuffer(bytearray(raw), dtype=torch.uint8), (image.height, image.width)
+                decoded = to_rgb_tensor(image)
+                return decoded, (decoded.shape[1], decoded.shape[2])
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... on malformed files
         raise BadImageError(f"{name}: {' '.join(f'{type(err).__name__}: {err}'.split())}", name) from err
+
+
+def encoded_image(source: bytes | str | Path | dict, name: str | None = None) -> torch.Tensor:
+    """``encoded_image_with_size`` without the size: the JPEG bytes, or the decoded image."""
+    return encoded_image_with_size(source, name)[0]

@@ -1,11 +1,24 @@
-"""Loader pieces for several processes and for streams: the global batch split over ranks, and a
-resumable stream loader that gives every rank the same number of batches."""
+"""Training loaders whose position travels in Lightning's checkpoint, so a resumed run sees exactly the batches (and,
+with the items' own seeds, the crops) the uninterrupted run would have seen.
+
+- ``EpochSampler``: each epoch a permutation from (seed, epoch), split over the ranks as ``DistributedSampler``
+  does, yielding (index, epoch) keys (the datasets draw each item's crop from them). Its position and epoch are
+  in its state.
+- ``TakenPosition``: a loader's state as of the batches the training loop *took* (Lightning fetches one ahead),
+  from every rank (only rank 0 writes the checkpoint; each rank restores its own), and a marker instead of an
+  exhausted iterator's state at an epoch's end, so the resumed run starts the next epoch rather than an empty one.
+- ``ResumableLoader``: torchdata's ``StatefulDataLoader`` with both, for map-style sources and Hugging Face streams
+  (``batches``: every rank the same number of batches per epoch). LitData's loader gets the same mixin in
+  ``data.shards``.
+"""
 
 from __future__ import annotations
 
 import logging
 
+import torch.distributed as dist
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from colorization.errors import ConfigError
 
@@ -22,23 +35,110 @@ def per_rank_batch(batch_size: int, world_size: int, key: str = "data.batch_size
     return batch_size // world_size
 
 
-class StreamLoader(StatefulDataLoader):
-    """A StatefulDataLoader over an iterable (streaming) dataset, with two additions.
+class EpochSampler(StatefulDistributedSampler):
+    """A seeded permutation per epoch over this rank's share (``num_replicas`` and ``rank`` are given, so Lightning
+    keeps it under DDP); yields (index, epoch). ``set_epoch`` is Lightning's call at each epoch's start."""
 
-    ``batches``: when set, every epoch yields exactly this many batches on every rank, so no rank waits
-    forever in a collective for a rank whose shard ran out (a shard that runs out early is read again,
-    with a warning; one that is longer is cut).
+    def __iter__(self):
+        epoch = self.epoch
+        for index in super().__iter__():
+            yield index, epoch
 
-    Its ``state_dict`` is the position after the last batch the training loop *took* (``took_batch``),
-    not after the batches Lightning fetched ahead, so a resumed run neither repeats nor skips examples.
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.set_epoch(state["epoch"])
+
+
+def _gather(state) -> list:
+    """Every rank's ``state`` (a collective: Lightning saves checkpoints on all ranks at once)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _own(states: list):
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if len(states) != world:
+        raise ConfigError(
+            f"the checkpoint's data position was saved by {len(states)} processes, this run has {world}: an exact "
+            "resume needs the same trainer.devices x trainer.num_nodes"
+        )
+    return states[rank]
+
+
+class TakenPosition:
+    """Mixin for a loader with ``state_dict``/``load_state_dict``: the state after the batches the training loop took
+    (``took_batch``, called by the DataModule as each training batch goes to the device), gathered from all ranks.
+
+    Subclasses say how to start the next epoch when a run resumes from an epoch's end (``_next_epoch_marker``,
+    ``_start_next_epoch``)."""
+
+    def _reset_position(self) -> None:
+        self._taken = 0  # batches of this epoch the training loop has taken
+        self._exhausted = False  # the inner iterator has ended (and Lightning knows the epoch's last batch)
+        self._states: dict[int, dict] = {}  # batches yielded -> inner state right after them
+        self._loaded: dict | None = None  # the inner state loaded at a resume, until the first batch
+
+    def _positions(self, batches):
+        """Wraps the inner iterator: records the inner state after each batch."""
+        self._taken, self._exhausted, self._states = 0, False, {}
+        for n, batch in enumerate(batches, 1):
+            self._states[n] = self._inner_state()
+            self._states.pop(n - 4, None)  # the loop takes at most a batch or two behind
+            yield batch
+        self._exhausted = True
+
+    def took_batch(self) -> None:
+        self._taken += 1
+        self._loaded = None
+
+    def _inner_state(self) -> dict:
+        return super().state_dict()
+
+    def state_dict(self) -> dict:
+        if self._exhausted and self._taken >= max(self._states, default=0):
+            own = {"next_epoch": self._next_epoch_marker()}
+        elif self._taken == 0 and self._loaded is not None:
+            own = {"inner": self._loaded}  # saved again before the resumed run took a batch
+        else:
+            own = {"inner": self._states.get(self._taken) or self._inner_state()}
+        return {"ranks": _gather(own)}
+
+    def load_state_dict(self, state: dict) -> None:
+        own = _own(state["ranks"])
+        if "next_epoch" in own:
+            self._start_next_epoch(own["next_epoch"])
+        else:
+            super().load_state_dict(own["inner"])
+            self._loaded = own["inner"]
+
+    def _next_epoch_marker(self):
+        raise NotImplementedError
+
+    def _start_next_epoch(self, marker) -> None:
+        raise NotImplementedError
+
+
+class ResumableLoader(TakenPosition, StatefulDataLoader):
+    """torchdata's StatefulDataLoader for the training set of every source but shards.
+
+    Map-style sets are read through an ``EpochSampler`` (give it as ``sampler``). A stream (an IterableDataset
+    with ``set_epoch``) gets its pass number from here; ``batches``, when set, makes every epoch exactly this
+    many batches on every rank, so no rank waits forever in a collective for a rank whose shard ran out (a shard
+    that runs out early is read again, with a warning; one that is longer is cut).
     """
 
     def __init__(self, *args, batches: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.batches = batches
-        self._taken = 0  # batches of this epoch the training loop has taken
-        self._start = 0  # of which taken before a resume
-        self._states: dict[int, dict] = {}  # batches yielded -> loader state right after them
+        self.stream_epoch = 0  # a stream's pass (map-style sets keep theirs in the sampler)
+        self._resumed = False
+        self._reset_position()
 
     def __len__(self) -> int:
         if self.batches is None:
@@ -46,41 +146,53 @@ class StreamLoader(StatefulDataLoader):
         return self.batches
 
     def __iter__(self):
-        yielded = self._taken = self._start
-        passes = 0
+        if not self._resumed and hasattr(self.dataset, "set_epoch"):
+            self.stream_epoch += 1
+        self._resumed = False
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.stream_epoch)
+        return self._positions(self._batches())
+
+    def _batches(self):
+        yielded, passes = 0, 0
         while self.batches is None or yielded < self.batches:
-            iterator = super().__iter__()  # resumes from a loaded state on the first pass
-            self._states = {yielded: super().state_dict()}
             before = yielded
-            for batch in iterator:
+            for batch in super().__iter__():  # resumes from a loaded state on the first pass
                 yielded += 1
-                self._states[yielded] = super().state_dict()
-                self._states.pop(yielded - 4, None)  # the loop takes at most a few batches behind
                 yield batch
                 if self.batches is not None and yielded >= self.batches:
-                    break
+                    return
             if self.batches is None:
-                break
+                return
             passes += 1
             if yielded == before:
                 raise RuntimeError("the stream of this rank is empty: fewer shards or examples than ranks")
-            if yielded < self.batches:
-                log.warning(
-                    "this rank's part of the stream ran out after %d of data.batches_per_epoch=%d batches "
-                    "(pass %d): reading it again",
-                    yielded,
-                    self.batches,
-                    passes,
-                )
-        self._start = 0
+            log.warning(
+                "this rank's part of the stream ran out after %d of data.batches_per_epoch=%d batches "
+                "(pass %d): reading it again",
+                yielded,
+                self.batches,
+                passes,
+            )
 
-    def took_batch(self) -> None:
-        self._taken += 1
-
-    def state_dict(self) -> dict:
-        state = self._states.get(self._taken)
-        return {"loader": state if state is not None else super().state_dict(), "taken": self._taken}
+    def _inner_state(self) -> dict:
+        return {"loader": StatefulDataLoader.state_dict(self), "stream_epoch": self.stream_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state["loader"])
-        self._start = self._taken = state["taken"]
+        own = _own(state["ranks"])
+        if "next_epoch" in own:
+            self._start_next_epoch(own["next_epoch"])
+            return
+        StatefulDataLoader.load_state_dict(self, own["inner"]["loader"])
+        self.stream_epoch, self._resumed, self._loaded = own["inner"]["stream_epoch"], True, own["inner"]
+
+    def _next_epoch_marker(self) -> int:
+        sampler = getattr(self, "sampler", None)
+        return sampler.epoch + 1 if isinstance(sampler, EpochSampler) else self.stream_epoch
+
+    def _start_next_epoch(self, marker: int) -> None:
+        sampler = getattr(self, "sampler", None)
+        if isinstance(sampler, EpochSampler):
+            sampler.set_epoch(marker)  # Lightning's own set_epoch comes after the resumed run's first fetch
+        else:
+            self.stream_epoch = marker  # the next __iter__ makes it marker + 1
