@@ -106,7 +106,7 @@ RUN = [
 ]
 RUN += ["callbacks.colorization_grid=null", "color.download=false"]
 # last.ckpt only, without Adam's moments: 129 MB instead of 2 x 0.39 GB of temporary files
-RUN += ["callbacks.model_checkpoint.save_top_k=0", "+callbacks.model_checkpoint.save_weights_only=true"]
+RUN += ["callbacks.model_checkpoint=null", "+callbacks.last_checkpoint.save_weights_only=true"]
 
 
 def checkpoint_of(out: Path) -> dict:

@@ -222,3 +222,112 @@ def test_a_signal_from_outside_stops_the_cli_cleanly_with_a_checkpoint(photos, t
     done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {checkpoint}" in done.stdout + done.stderr
+
+
+# ---- exact resume after SIGKILL, mid-epoch ----------------------------------------------------------------------
+def photo_folder(root: Path, n: int, size: int = 72, seed: int = 0) -> Path:
+    """``n`` JPEG files of real photos (random crops of scikit-image's sample photos): every one different."""
+    rng = np.random.default_rng(seed)
+    photos = [
+        np.asarray(getattr(skimage.data, name)())[..., :3] for name in ("astronaut", "coffee", "chelsea", "rocket")
+    ]
+    root.mkdir(parents=True)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        top, left = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
+        Image.fromarray(photo[top : top + size, left : left + size]).save(root / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def killed_and_resumed(args: list[str], tmp_path: Path, kill_step: int, ckpt_step: int, timeout: int = 900):
+    """The run of ``args`` three times, as `python -m colorization.train` processes: uninterrupted; killed with SIGKILL
+    (its whole process group) at the end of ``kill_step``; resumed from the last checkpoint, which must be
+    ``ckpt_step``'s. Returns the final state dicts of the uninterrupted and of the resumed run."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]),
+        "WANDB_MODE": "offline",
+    }
+
+    def command(name: str, *extra: str) -> subprocess.CompletedProcess:
+        run_env = {**env, "COLORIZATION_LOG_DIR": str(tmp_path / name)}
+        return subprocess.run(
+            [sys.executable, "-m", "colorization.train", *args, *extra],
+            cwd=tmp_path,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,  # its own process group: the kill takes the workers and ranks, not pytest
+        )
+
+    full = command("full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = command("killed", "+callbacks.kill._target_=kill.KillAt", f"+callbacks.kill.step={kill_step}")
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
+    (checkpoint,) = (tmp_path / "killed").glob("train/runs/*/checkpoints/last.ckpt")
+    assert load_checkpoint(checkpoint)["global_step"] == ckpt_step
+    resumed = command("killed", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {checkpoint}" in resumed.stdout + resumed.stderr
+
+    def final(name: str) -> dict:
+        runs = sorted((tmp_path / name).glob("train/runs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        return load_checkpoint(runs[-1])
+
+    return final("full"), final("killed")
+
+
+def assert_same_weights(full: dict, resumed: dict) -> None:
+    assert full["global_step"] == resumed["global_step"]
+    a, b = full["state_dict"], resumed["state_dict"]
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    assert worst <= 1e-6, f"the resumed run's weights differ from the uninterrupted run's by up to {worst}"
+
+
+def resume_args(root: Path, val: Path, max_steps: int, every: int, workers: int = 2) -> list[str]:
+    return [
+        "logger=csv",
+        "model.width=0.125",
+        "trainer.accelerator=cpu",
+        "data=folder",
+        f"data.root={root}",
+        f"data.val_root={val}",
+        "data.crop_size=32",
+        "data.resize=48",  # the 72 px photos are resized, then cropped at random and flipped: order and crops matter
+        "data.batch_size=4",
+        f"data.num_workers={workers}",
+        "color.prior_images=8",
+        "callbacks.colorization_grid=null",
+        "callbacks.temperature_strip=null",
+        f"callbacks.last_checkpoint.every_n_train_steps={every}",
+        f"trainer.max_steps={max_steps}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def real_photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    return photo_folder(root / "train", 24), photo_folder(root / "val", 4, seed=1)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(real_photos, tmp_path):
+    """24 photos, batch 4: epochs of 6 steps. Checkpoints every 3 steps; SIGKILL at step 11 (mid-epoch 1, after the
+    step-9 checkpoint); the resumed run trains steps 10-16 across the epoch boundary, with 2 loader workers."""
+    train_dir, val_dir = real_photos
+    full, resumed = killed_and_resumed(resume_args(train_dir, val_dir, 16, 3), tmp_path, kill_step=11, ckpt_step=9)
+    assert_same_weights(full, resumed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_step, ckpt_step", [(7, 6), (4, 3)])
+def test_a_run_killed_after_an_epoch_end_checkpoint_or_in_epoch_0_resumes_exactly(
+    real_photos, tmp_path, kill_step, ckpt_step
+):
+    """The other places a checkpoint can fall: at an epoch's last step (6: the resumed run starts epoch 1, not an
+    empty epoch), and in the first epoch."""
+    train_dir, val_dir = real_photos
+    args = resume_args(train_dir, val_dir, 10, 3)
+    full, resumed = killed_and_resumed(args, tmp_path, kill_step=kill_step, ckpt_step=ckpt_step)
+    assert_same_weights(full, resumed)

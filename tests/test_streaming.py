@@ -146,8 +146,7 @@ def test_resume_mid_epoch_sees_every_example_once(parquet_dir, tmp_path):
         "data.batch_size=2",
         "data.num_workers=2",
         "trainer.num_sanity_val_steps=0",
-        "+callbacks.model_checkpoint.every_n_train_steps=2",  # checkpoint at the interruption (step 2)
-        "callbacks.model_checkpoint.save_top_k=0",
+        "callbacks.last_checkpoint.every_n_train_steps=2",  # checkpoint at the interruption (step 2)
         "callbacks.colorization_grid=null",
         "+callbacks.seen._target_=seen.SeenRecorder",
         f"+callbacks.seen.out_dir={tmp_path / 'seen'}",

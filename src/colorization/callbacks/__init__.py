@@ -1,5 +1,5 @@
 from colorization.callbacks.ab_histogram import AbHistogram
-from colorization.callbacks.fault_tolerance import FaultTolerance, NonFiniteLossError
+from colorization.callbacks.fault_tolerance import FaultTolerance, LastCheckpoint, NonFiniteLossError
 from colorization.callbacks.final_validation import FinalValidation
 from colorization.callbacks.git_state import GitState
 from colorization.callbacks.image_grid import ColorizationGrid
@@ -14,6 +14,7 @@ __all__ = [
     "FaultTolerance",
     "FinalValidation",
     "GitState",
+    "LastCheckpoint",
     "NonFiniteLossError",
     "RandomStates",
     "SkippedImages",

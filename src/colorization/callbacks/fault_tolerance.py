@@ -32,11 +32,42 @@ class NonFiniteLossError(ConfigError):
 
 
 def last_checkpoint_path(trainer) -> Path:
-    """Where ``ckpt_path=last`` looks: the ModelCheckpoint's last.ckpt, or <run>/checkpoints/last.ckpt."""
-    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    """Where ``ckpt_path=last`` looks: the LastCheckpoint's last.ckpt, or <run>/checkpoints/last.ckpt."""
+    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
     if callback is not None and callback.dirpath:
         return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
     return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt``, the newest state of the run: every ``every_n_train_steps`` training steps, after each
+    validation and when training ends. (Lightning's ``save_last`` only follows its own top-k saves: with a monitored
+    metric that stops improving, last.ckpt would stay behind.) ``options`` go to ModelCheckpoint
+    (e.g. ``save_weights_only``)."""
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = 1000, **options):
+        if every_n_train_steps is not None and (not isinstance(every_n_train_steps, int) or every_n_train_steps < 1):
+            raise ConfigError(
+                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps} must be an integer >= 1 or null"
+            )
+        super().__init__(
+            dirpath=dirpath,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
+            **options,
+        )
+
+    def on_validation_end(self, trainer, pl_module):
+        self._save_newest(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save_newest(trainer)
+
+    def _save_newest(self, trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # sanity checks, or this step already saved
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class FaultTolerance(L.Callback):

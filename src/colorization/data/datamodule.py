@@ -263,6 +263,8 @@ class ColorizationDataModule(L.LightningDataModule):
         hp = self.hparams
         rank, world = self._rank_world()
         options = self._options(per_rank_batch(hp.batch_size, world), train=True)
+        if self.trainer is not None:
+            options["epoch_of"] = lambda: self.trainer.current_epoch
         if hp.source == "shards":
             from colorization.data.shards import ShardLoader
 

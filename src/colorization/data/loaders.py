@@ -37,19 +37,17 @@ def per_rank_batch(batch_size: int, world_size: int, key: str = "data.batch_size
 
 class EpochSampler(StatefulDistributedSampler):
     """A seeded permutation per epoch over this rank's share (``num_replicas`` and ``rank`` are given, so Lightning
-    keeps it under DDP); yields (index, epoch). ``set_epoch`` is Lightning's call at each epoch's start."""
+    keeps it under DDP); yields (index, epoch). Its ``epoch`` is set by ``ResumableLoader``, which counts the epochs
+    itself: Lightning's ``set_epoch`` is ignored (after a resume from an epoch's last step it passes the epoch after
+    the one it then trains)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
 
     def __iter__(self):
         epoch = self.epoch
         for index in super().__iter__():
             yield index, epoch
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.set_epoch(state["epoch"])
 
 
 def _gather(state) -> list:
@@ -75,19 +73,28 @@ class TakenPosition:
     """Mixin for a loader with ``state_dict``/``load_state_dict``: the state after the batches the training loop took
     (``took_batch``, called by the DataModule as each training batch goes to the device), gathered from all ranks.
 
-    Subclasses say how to start the next epoch when a run resumes from an epoch's end (``_next_epoch_marker``,
-    ``_start_next_epoch``)."""
+    An epoch is over when its last batch was taken (a sized loader: ``len``; a stream: its iterator ended); a
+    checkpoint then holds a marker, and the resumed run starts the next epoch. Subclasses say how
+    (``_next_epoch_marker``, ``_start_next_epoch``) and wrap their batches in ``_positions``.
+
+    ``epoch_of``: the trainer's epoch (the DataModule passes it), read when an epoch's first batch is fetched. Not
+    a count of ``iter`` calls: after a resume from an epoch's last step Lightning makes an iterator it never reads,
+    and its ``set_epoch`` then passes the epoch after the one it trains."""
+
+    epoch_of = None
 
     def _reset_position(self) -> None:
         self._taken = 0  # batches of this epoch the training loop has taken
-        self._exhausted = False  # the inner iterator has ended (and Lightning knows the epoch's last batch)
-        self._states: dict[int, dict] = {}  # batches yielded -> inner state right after them
-        self._loaded: dict | None = None  # the inner state loaded at a resume, until the first batch
+        self._start = 0  # of which taken before a resume (the next iterator goes on from there)
+        self._exhausted = False  # the inner iterator has ended
+        self._states: dict[int, dict] = {}  # batches of the epoch -> inner state right after them
+        self._loaded: dict | None = None  # the state loaded at a resume, until the first batch
 
     def _positions(self, batches):
-        """Wraps the inner iterator: records the inner state after each batch."""
-        self._taken, self._exhausted, self._states = 0, False, {}
-        for n, batch in enumerate(batches, 1):
+        """Wraps an epoch's batches: records the inner state after each one."""
+        start, self._start = self._start, 0
+        self._taken, self._exhausted, self._states = start, False, {}
+        for n, batch in enumerate(batches, start + 1):
             self._states[n] = self._inner_state()
             self._states.pop(n - 4, None)  # the loop takes at most a batch or two behind
             yield batch
@@ -100,22 +107,33 @@ class TakenPosition:
     def _inner_state(self) -> dict:
         return super().state_dict()
 
+    def _epoch_done(self) -> bool:
+        try:
+            length = len(self)
+        except TypeError:  # an unsized stream: over when its iterator ended
+            return self._exhausted and self._taken >= max(self._states, default=0)
+        return self._taken >= length
+
     def state_dict(self) -> dict:
-        if self._exhausted and self._taken >= max(self._states, default=0):
+        if self._epoch_done():
             own = {"next_epoch": self._next_epoch_marker()}
-        elif self._taken == 0 and self._loaded is not None:
-            own = {"inner": self._loaded}  # saved again before the resumed run took a batch
+        elif self._loaded is not None:
+            own = self._loaded  # saved again before the resumed run took a batch
         else:
-            own = {"inner": self._states.get(self._taken) or self._inner_state()}
+            own = {"inner": self._states.get(self._taken) or self._inner_state(), "taken": self._taken}
         return {"ranks": _gather(own)}
 
     def load_state_dict(self, state: dict) -> None:
         own = _own(state["ranks"])
         if "next_epoch" in own:
             self._start_next_epoch(own["next_epoch"])
-        else:
-            super().load_state_dict(own["inner"])
-            self._loaded = own["inner"]
+            return
+        self._load_inner(own["inner"])
+        self._start = self._taken = own["taken"]
+        self._loaded = own
+
+    def _load_inner(self, inner: dict) -> None:
+        super().load_state_dict(inner)
 
     def _next_epoch_marker(self):
         raise NotImplementedError
@@ -127,17 +145,17 @@ class TakenPosition:
 class ResumableLoader(TakenPosition, StatefulDataLoader):
     """torchdata's StatefulDataLoader for the training set of every source but shards.
 
-    Map-style sets are read through an ``EpochSampler`` (give it as ``sampler``). A stream (an IterableDataset
-    with ``set_epoch``) gets its pass number from here; ``batches``, when set, makes every epoch exactly this
+    It counts the epochs (``epoch``, in its state) and gives each one to the ``EpochSampler`` of a map-style set
+    (give it as ``sampler``) or to a stream (an IterableDataset with ``set_epoch``); ``batches``, when set, makes every epoch exactly this
     many batches on every rank, so no rank waits forever in a collective for a rank whose shard ran out (a shard
     that runs out early is read again, with a warning; one that is longer is cut).
     """
 
-    def __init__(self, *args, batches: int | None = None, **kwargs):
+    def __init__(self, *args, batches: int | None = None, epoch_of=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batches = batches
-        self.stream_epoch = 0  # a stream's pass (map-style sets keep theirs in the sampler)
-        self._resumed = False
+        self.batches, self.epoch_of = batches, epoch_of
+        self.epoch = -1  # the epoch being read (without epoch_of, each epoch's first fetch counts one more)
+        self._resumed = False  # a loaded mid-epoch state: the next epoch read goes on with its epoch
         self._reset_position()
 
     def __len__(self) -> int:
@@ -146,15 +164,20 @@ class ResumableLoader(TakenPosition, StatefulDataLoader):
         return self.batches
 
     def __iter__(self):
-        if not self._resumed and hasattr(self.dataset, "set_epoch"):
-            self.stream_epoch += 1
-        self._resumed = False
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.stream_epoch)
-        return self._positions(self._batches())
+        return self._positions(self._batches(self._start))
 
-    def _batches(self):
-        yielded, passes = 0, 0
+    def _begin_epoch(self) -> None:
+        if not self._resumed:
+            self.epoch = self.epoch_of() if self.epoch_of is not None else self.epoch + 1
+        self._resumed = False
+        if isinstance(self.sampler, EpochSampler):
+            self.sampler.epoch = self.epoch
+        elif hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def _batches(self, yielded: int):
+        self._begin_epoch()  # here, at the first fetch (a generator's body), not when iter() is called
+        passes = 0
         while self.batches is None or yielded < self.batches:
             before = yielded
             for batch in super().__iter__():  # resumes from a loaded state on the first pass
@@ -176,23 +199,14 @@ class ResumableLoader(TakenPosition, StatefulDataLoader):
             )
 
     def _inner_state(self) -> dict:
-        return {"loader": StatefulDataLoader.state_dict(self), "stream_epoch": self.stream_epoch}
+        return {"loader": StatefulDataLoader.state_dict(self), "epoch": self.epoch}
 
-    def load_state_dict(self, state: dict) -> None:
-        own = _own(state["ranks"])
-        if "next_epoch" in own:
-            self._start_next_epoch(own["next_epoch"])
-            return
-        StatefulDataLoader.load_state_dict(self, own["inner"]["loader"])
-        self.stream_epoch, self._resumed, self._loaded = own["inner"]["stream_epoch"], True, own["inner"]
+    def _load_inner(self, inner: dict) -> None:
+        StatefulDataLoader.load_state_dict(self, inner["loader"])
+        self.epoch, self._resumed = inner["epoch"], True
 
     def _next_epoch_marker(self) -> int:
-        sampler = getattr(self, "sampler", None)
-        return sampler.epoch + 1 if isinstance(sampler, EpochSampler) else self.stream_epoch
+        return self.epoch
 
     def _start_next_epoch(self, marker: int) -> None:
-        sampler = getattr(self, "sampler", None)
-        if isinstance(sampler, EpochSampler):
-            sampler.set_epoch(marker)  # Lightning's own set_epoch comes after the resumed run's first fetch
-        else:
-            self.stream_epoch = marker  # the next __iter__ makes it marker + 1
+        self.epoch = marker  # without epoch_of, the next epoch read is marker + 1

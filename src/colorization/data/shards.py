@@ -146,17 +146,27 @@ class ShardImages(StreamingDataset):
 
 
 class ShardLoader(TakenPosition, StreamingDataLoader):
-    """LitData's ``StreamingDataLoader`` with ``TakenPosition``: its state as of the batches trained on, per rank."""
+    """LitData's ``StreamingDataLoader`` with ``TakenPosition``: its state as of the batches trained on, per rank.
+    LitData counts its epochs itself (one more per iteration started); a fresh epoch starts from the trainer's."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, epoch_of=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.epoch_of = epoch_of
         self._reset_position()
 
     def __iter__(self):
-        return self._positions(StreamingDataLoader.__iter__(self))
+        return self._positions(self._epoch())
+
+    def _epoch(self):
+        if not self.restore and self.epoch_of is not None:  # not resuming mid-epoch: LitData's epoch = trainer's + 1
+            self.current_epoch = self.epoch_of()
+        yield from StreamingDataLoader.__iter__(self)
 
     def _inner_state(self) -> dict:
         return StreamingDataLoader.state_dict(self)
+
+    def _load_inner(self, inner: dict) -> None:
+        StreamingDataLoader.load_state_dict(self, inner)
 
     def _next_epoch_marker(self) -> int:
         return self.current_epoch
