@@ -37,7 +37,7 @@ def _one_line(err: str) -> str:
         (["foo=1"], "error: foo: no such config key (a new key needs a '+': +foo=VALUE)"),
         (["data=folder", "data.rot=/x"], "error: data.rot: no such config key (did you mean data.root? "),
         (["loss.lamda=0.5"], "error: loss.lamda: no such config key (did you mean loss.lam? "),
-        (["data=nope"], "error: In 'train': Could not find 'data/nope' (options: folder, hf, samples)"),
+        (["data=nope"], "error: In 'train': Could not find 'data/nope' (options: folder, hf, samples, shards)"),
         (["loss.lam"], "error: Error parsing override 'loss.lam': missing EQUAL at '<EOF>'"),
         (["+loss.lam=1"], "error: Could not append to config. An item is already at 'loss.lam'."),
     ],

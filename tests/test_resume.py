@@ -26,6 +26,7 @@ from colorization.checkpoints import load_checkpoint
 from colorization.models.module import ColorizationModule
 from colorization.train import train
 from conftest import compose
+from photos import photo_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,20 +226,6 @@ def test_a_signal_from_outside_stops_the_cli_cleanly_with_a_checkpoint(photos, t
 
 
 # ---- exact resume after SIGKILL, mid-epoch ----------------------------------------------------------------------
-def photo_folder(root: Path, n: int, size: int = 72, seed: int = 0) -> Path:
-    """``n`` JPEG files of real photos (random crops of scikit-image's sample photos): every one different."""
-    rng = np.random.default_rng(seed)
-    photos = [
-        np.asarray(getattr(skimage.data, name)())[..., :3] for name in ("astronaut", "coffee", "chelsea", "rocket")
-    ]
-    root.mkdir(parents=True)
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        top, left = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
-        Image.fromarray(photo[top : top + size, left : left + size]).save(root / f"{i:03d}.jpg", quality=90)
-    return root
-
-
 def killed_and_resumed(args: list[str], tmp_path: Path, kill_step: int, ckpt_step: int, timeout: int = 900):
     """The run of ``args`` three times, as `python -m colorization.train` processes: uninterrupted; killed with SIGKILL
     (its whole process group) at the end of ``kill_step``; resumed from the last checkpoint, which must be

@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from colorization.color import ab_bins
+from colorization.data.datasets import split_key
 from colorization.data.sources import SAMPLE_TRAIN, SAMPLE_VAL, sample_photo_dir
 from colorization.models.module import ColorizationModule
 from colorization.utils import config_dir, one_line_errors, register_resolvers
@@ -154,8 +155,8 @@ class Reference2016Crops(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> dict:
-        rgb = self.images[i]["image"].permute(1, 2, 0).numpy()
+    def __getitem__(self, key) -> dict:
+        rgb = self.images[key]["image"].permute(1, 2, 0).numpy()
         return {key: torch.from_numpy(np.asarray(value)) for key, value in self.reference(rgb).items()}
 
 
@@ -169,8 +170,9 @@ class Repeated(Dataset):
     def __len__(self) -> int:
         return len(self.dataset) * self.times
 
-    def __getitem__(self, i: int):
-        return self.dataset[i % len(self.dataset)]
+    def __getitem__(self, key):
+        i, epoch = split_key(key)
+        return self.dataset[(i % len(self.dataset), epoch)]
 
 
 class DenseSoftCrossEntropy(nn.Module):

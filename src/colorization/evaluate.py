@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 from torchvision.utils import make_grid, save_image
 
 from colorization.color import ab_bins, lab_to_rgb, load_reference, rgb_to_lab
+from colorization.data.crops import ResizeTo
 from colorization.data.datasets import HFImages, HFImageStream, ImageFiles, val_transform
 from colorization.data.sources import class_labels, class_of, list_images, load_hf_split, sample_split
 from colorization.errors import ConfigError
@@ -59,11 +59,11 @@ _IMAGENET_VAL = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
 # ---- the images ------------------------------------------------------------------------------
-def protocol_transform(name: str, size: int) -> v2.Transform:
+def protocol_transform(name: str, size: int):
     """center_crop: shorter side to size, then the central size x size (the paper's); resize: the whole photo."""
     if name == "center_crop":
         return val_transform(size, size)
-    return v2.Resize((size, size), antialias=True)
+    return ResizeTo(size)
 
 
 def load_indices(spec: str | None, download: bool) -> np.ndarray | None:
@@ -113,6 +113,13 @@ def evaluation_dataset(
     ``split``: the DataModule's folder split, whose listing of data.val_root is reused (no second walk; data.root
     is read back from its index file).
     """
+    if data.source == "shards":  # the study's photos (evaluate refuses shards: they are resized copies)
+        from colorization.data.shards import ShardImages, split_url
+
+        if indices is not None:
+            raise ConfigError("protocol.indices: shards are stored in their own order; use the source they came from")
+        store = dict(storage_options=data.storage_options, cache_dir=data.cache_dir, max_cache_size=data.max_cache_size)
+        return ShardImages(split_url(data.root, "val"), transform, data.seed, **store), None
     if data.source == "samples":
         files = sample_split().val
         return ImageFiles([files[i] for i in _select_files(files, indices, "the sample photos")], transform), None
@@ -474,6 +481,11 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
 
     ``fid_feature``: a feature extractor of one's own for FID, instead of fid.weights' Inception-v3."""
     validate(cfg)
+    if cfg.data.source == "shards":
+        raise ConfigError(
+            "data=shards: evaluate measures whole photos at full resolution, shards hold copies resized to "
+            f"data.resize={cfg.data.resize}: evaluate the source they were made from (data=folder data.root=DIR, data=hf)"
+        )
     L.seed_everything(cfg.seed, workers=True)
     size = cfg.protocol.size
     datamodule = hydra.utils.instantiate(cfg.data, crop_size=size, resize=size)  # checks every data key

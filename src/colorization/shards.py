@@ -26,6 +26,10 @@ from colorization.utils import config_dir, one_line_errors, one_line_hydra_error
 log = logging.getLogger(__name__)
 register_resolvers()
 
+# data keys of the loaders, not of what is stored
+LOADER_KEYS = {"batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
+               "gpu_decode", "on_error", "crop_size", "seed", "batches_per_epoch"}  # fmt: skip
+
 
 def file_refs(files: list[Path], labels: list[int] | None) -> list[ImageRef]:
     labels = labels or [NO_LABEL] * len(files)
@@ -84,7 +88,8 @@ def settings(cfg: DictConfig, refs: dict[str, list[ImageRef]]) -> dict:
     """What the output's shards depend on: a rerun with other settings must not finish another conversion's parts."""
     names = hashlib.sha256("\n".join(r.name for split in SPLITS for r in refs[split]).encode()).hexdigest()[:16]
     keys = ("format", "quality", "seed", "part_size", "chunk_bytes")
-    return {**{k: cfg[k] for k in keys}, "resize": cfg.data.resize, "source": cfg.data.source, "names": names}
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in LOADER_KEYS}
+    return {**{k: cfg[k] for k in keys}, "data": data, "names": names}
 
 
 def check_output(out: Path, wanted: dict, overwrite: bool) -> None:

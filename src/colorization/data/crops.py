@@ -81,6 +81,16 @@ def apply_crop(image: torch.Tensor, crop: Crop) -> torch.Tensor:
     return out.flip(-1) if crop.flip else out.contiguous()
 
 
+class ResizeTo:
+    """uint8 (3, H, W) -> (3, size, size), the whole photo (evaluation's "resize" protocol); no randomness."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
+        return v2.functional.resize(image, [self.size, self.size], antialias=True)
+
+
 def train_transform(crop_size: int, resize: int | None = None) -> CropTransform:
     """Shorter side to ``resize`` (smaller images are upscaled to the crop), random crop and flip."""
     return CropTransform(crop_size, resize, train=True)

@@ -327,20 +327,33 @@ class ColorizationDataModule(L.LightningDataModule):
         return batch
 
     def sample_batches(self, images: int | None, seed: int, buffer: int = 10_000):
-        """uint8 batches of a uniform random sample of ``images`` training images (training crops, epoch 0's),
-        drawn from the whole training set: seeded indices for folder, sample, shard and non-streaming Hugging
-        Face sources (all of them when ``images`` is None or larger); for streams, the first ``images`` examples
-        of the stream shuffled with a buffer of ``buffer`` examples (``datasets``' shuffle: shards in random
-        order, then a buffer). For the prior (``color.prior=estimate``) and the data-dependent init (``model.init``)."""
+        """uint8 batches of a uniform random sample of ``images`` training images (training crops), drawn from the
+        whole training set: seeded indices for folder, sample and non-streaming Hugging Face sources (all of them
+        when ``images`` is None or larger); shards: the first ``images`` of their stored order, which the conversion
+        made a seeded random order of the whole set; streams: the first ``images`` examples of the stream shuffled
+        with a buffer of ``buffer`` examples (``datasets``' shuffle: shards in random order, then a buffer). For the
+        prior (``color.prior=estimate``) and the data-dependent init (``model.init``)."""
         train = self.train_set
+        options = self._options(self.hparams.batch_size, train=False)
+        if self.hparams.source == "shards":
+            from litdata import StreamingDataLoader
+
+            seen = 0
+            for batch in StreamingDataLoader(train.in_stored_order(), **options):
+                batch = self.on_before_batch_transfer(batch)["image"]
+                if images is not None and seen + len(batch) >= images:
+                    yield batch[: images - seen]
+                    return
+                seen += len(batch)
+                yield batch
+            return
         if isinstance(train, HFImageStream):
             stream = train.dataset.shuffle(seed=seed, buffer_size=buffer)
             columns = (train.image_column, train.label_column, train.on_error, train.encoded, train.seed)
             dataset = HFImageStream(stream if images is None else stream.take(images), train.transform, *columns)
         else:
-            n = self.train_size()  # shards: every rank's items (LitData's len is this rank's share)
+            n = len(train)
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
             dataset = torch.utils.data.Subset(train, order if images is None else order[:images])
-        options = self._options(self.hparams.batch_size, train=False)
         for batch in DataLoader(dataset, shuffle=False, **options):
             yield self.on_before_batch_transfer(batch)["image"]

@@ -8,7 +8,7 @@ workers, shuffle by chunk and within chunks, and save their position in a ``stat
     ROOT/val/index.json, chunk-0-*.bin       the held-out validation images (the source's own split)
 
 Each item is {"image": JPEG bytes (or raw uint8 H x W x 3), "label": int (-1 without labels), "name": the source
-file or example, "index": its position in the source's split}, stored with its shorter side at ``resize`` (the
+file or example (UTF-8 bytes), "index": its position in the source's split, "height", "width"}, stored with its shorter side at ``resize`` (the
 authors' 256), so a worker only decodes a 256-px JPEG and cuts a crop. Each ``index.json`` also holds, under
 "colorization", what this project needs to read it: resize, format, quality, class names, counts and the files
 skipped as unreadable at conversion (named there, never met at training).
@@ -39,6 +39,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.processing.utilities import read_index_file_content
 from litdata.streaming import downloader as litdata_downloader
 from litdata.streaming.resolver import _resolve_dir
+from litdata.utilities.env import _DistributedEnv
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from colorization.data.crops import Crop, item_rng
@@ -114,6 +115,9 @@ class ShardImages(StreamingDataset):
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
     ):
+        self.options = dict(seed=seed, shuffle=shuffle, encoded=encoded, storage_options=storage_options,
+                            cache_dir=cache_dir, max_cache_size=max_cache_size)  # fmt: skip
+        self.split_dir = split_dir
         url = split_dir if is_remote(split_dir) else str(Path(split_dir).expanduser())
         super().__init__(
             url,
@@ -125,23 +129,32 @@ class ShardImages(StreamingDataset):
         )
         self.crops, self.item_seed, self.encoded = transform, seed, encoded  # (LitData applies a "transform" itself)
 
+    def in_stored_order(self) -> ShardImages:
+        """This split read by one process in its stored order (a seeded random order of the whole split, written by
+        the conversion): its first n images are a uniform random sample of it, read sequentially (a bucket answers
+        chunk by chunk, not image by image)."""
+        whole = ShardImages(self.split_dir, self.crops, **{**self.options, "shuffle": False})
+        whole.distributed_env = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
+        return whole
+
     def __getitem__(self, index):
-        if isinstance(index, tuple):  # (index, epoch) from sample_batches
+        if isinstance(index, tuple):  # (index, epoch): random access
             index, epoch = index
         else:  # LitData's ChunkedIndex while iterating; a plain int for random access
             epoch = self.current_epoch if hasattr(index, "chunk_index") else 0
         key = int(getattr(index, "index", index))
         stored = super().__getitem__(index)
+        name = bytes(stored["name"]).decode()
         rng = item_rng(self.item_seed, epoch, key)
         item = {"label": stored["label"]}
         if self.encoded and not isinstance(stored["image"], np.ndarray):
             data = torch.frombuffer(bytearray(stored["image"]), dtype=torch.uint8)
             crop = self.crops.plan(stored["height"], stored["width"], rng)
-            return {**item, "data": data, "crop": crop.as_tensor(), "file": stored["name"]}
-        image = self.crops(decode_stored(stored["image"], stored["name"]), rng)
+            return {**item, "data": data, "crop": crop.as_tensor(), "file": name}
+        image = self.crops(decode_stored(stored["image"], name), rng)
         if self.encoded:  # raw shards with data.gpu_decode: nothing to decode on the device
             size = image.shape[-1]
-            return {**item, "data": image, "crop": Crop(size, size, 0, 0, size).as_tensor(), "file": stored["name"]}
+            return {**item, "data": image, "crop": Crop(size, size, 0, 0, size).as_tensor(), "file": name}
         return {**item, "image": image}
 
 
@@ -240,7 +253,7 @@ def shard_item(ref: ImageRef, encoding: Encoding, skipped_dir: str) -> dict | No
     return {
         "image": encode(image, encoding),
         "label": ref.label,
-        "name": ref.name,
+        "name": ref.name.encode(),  # bytes: LitData stores a str that names an existing image file as the file
         "index": ref.index,
         "height": int(image.shape[1]),
         "width": int(image.shape[2]),
