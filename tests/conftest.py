@@ -114,3 +114,21 @@ def cli(tmp_path, monkeypatch, capsys):
         return code, capsys.readouterr().err
 
     return call
+
+
+# ---- fixtures: a labeled set of real photo crops, and a (2-step) AlexNet colorization checkpoint --------------
+@pytest.fixture(scope="session")
+def labeled_dir(tmp_path_factory) -> Path:
+    """<root>/{train,val}/<photo>/<i>.jpg: 128 x 128 JPEG crops of four bundled photos (16 train, 12 val each)."""
+    from colorization.data.sources import write_labeled_samples
+
+    return write_labeled_samples(tmp_path_factory.mktemp("labeled"))
+
+
+@pytest.fixture(scope="session")
+def alexnet_ckpt(tmp_path_factory) -> Path:
+    from colorization.train import train
+
+    out = tmp_path_factory.mktemp("alexnet_run")
+    train(compose(["experiment=alexnet_rebalanced", *TINY, "data.crop_size=64", "trainer.max_steps=2"], out))
+    return out / "checkpoints" / "last.ckpt"

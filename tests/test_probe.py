@@ -14,10 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colorization.data.sources import write_labeled_samples
 from colorization.errors import ConfigError
 from colorization.models.probe import Frozen, LinearProbes, reduce_features
-from conftest import REPO, TINY, compose
+from conftest import REPO, compose
 
 LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
 # A small, fast probe: 96 x 96 crops (the classic geometry needs >= 55), batch 16 without accumulation, no workers.
@@ -30,22 +29,6 @@ PROBE_TINY = [
     "probe.accumulate_grad_batches=1",
     "data.num_workers=0",
 ]
-
-
-# ---- fixtures: a labeled set of real photo crops, and a (2-step) AlexNet colorization checkpoint --------------
-@pytest.fixture(scope="session")
-def labeled_dir(tmp_path_factory) -> Path:
-    """<root>/{train,val}/<photo>/<i>.jpg: 128 x 128 JPEG crops of four bundled photos (16 train, 12 val each)."""
-    return write_labeled_samples(tmp_path_factory.mktemp("labeled"))
-
-
-@pytest.fixture(scope="session")
-def alexnet_ckpt(tmp_path_factory) -> Path:
-    from colorization.train import train
-
-    out = tmp_path_factory.mktemp("alexnet_run")
-    train(compose(["experiment=alexnet_rebalanced", *TINY, "data.crop_size=64", "trainer.max_steps=2"], out))
-    return out / "checkpoints" / "last.ckpt"
 
 
 def folder_overrides(ckpt: Path, labeled: Path) -> list[str]:

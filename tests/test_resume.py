@@ -226,10 +226,12 @@ def test_a_signal_from_outside_stops_the_cli_cleanly_with_a_checkpoint(photos, t
 
 
 # ---- exact resume after SIGKILL, mid-epoch ----------------------------------------------------------------------
-def killed_and_resumed(args: list[str], tmp_path: Path, kill_step: int, ckpt_step: int, timeout: int = 900):
+def killed_and_resumed(
+    args: list[str], tmp_path: Path, kill_step: int, ckpt_step: int, resume_args: tuple[str, ...] = (), timeout=900
+):
     """The run of ``args`` three times, as `python -m colorization.train` processes: uninterrupted; killed with SIGKILL
-    (its whole process group) at the end of ``kill_step``; resumed from the last checkpoint, which must be
-    ``ckpt_step``'s. Returns the final state dicts of the uninterrupted and of the resumed run."""
+    (its whole process group) at the end of ``kill_step``; resumed (with ``resume_args`` too) from the last
+    checkpoint, which must be ``ckpt_step``'s. Returns the final state dicts of the uninterrupted and resumed run."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]),
@@ -254,7 +256,7 @@ def killed_and_resumed(args: list[str], tmp_path: Path, kill_step: int, ckpt_ste
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
     (checkpoint,) = (tmp_path / "killed").glob("train/runs/*/checkpoints/last.ckpt")
     assert load_checkpoint(checkpoint)["global_step"] == ckpt_step
-    resumed = command("killed", "ckpt_path=last")
+    resumed = command("killed", "ckpt_path=last", *resume_args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {checkpoint}" in resumed.stdout + resumed.stderr
 
@@ -262,6 +264,7 @@ def killed_and_resumed(args: list[str], tmp_path: Path, kill_step: int, ckpt_ste
         runs = sorted((tmp_path / name).glob("train/runs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         return load_checkpoint(runs[-1])
 
+    killed_and_resumed.log = resumed.stdout + resumed.stderr
     return final("full"), final("killed")
 
 
@@ -318,3 +321,41 @@ def test_a_run_killed_after_an_epoch_end_checkpoint_or_in_epoch_0_resumes_exactl
     args = resume_args(train_dir, val_dir, 10, 3)
     full, resumed = killed_and_resumed(args, tmp_path, kill_step=kill_step, ckpt_step=ckpt_step)
     assert_same_weights(full, resumed)
+
+
+@pytest.fixture(scope="module")
+def photo_shards(real_photos, tmp_path_factory):
+    """The same photos as shards (resize 48: the run's data.resize)."""
+    from colorization.shards import convert
+
+    train_dir, val_dir = real_photos
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    data = ["data=folder", f"data.root={train_dir}", f"data.val_root={val_dir}", "data.resize=48"]
+    convert(compose([*data, f"output={out}", "chunk_bytes=16kB"], out.parent / "hydra", config_name="shards"))
+    return out
+
+
+def shard_args(shards: Path, max_steps: int, every: int) -> list[str]:
+    args = [
+        a
+        for a in resume_args(Path("-"), Path("-"), max_steps, every)
+        if not a.startswith(("data=", "data.root", "data.val_root"))
+    ]
+    return ["data=shards", f"data.root={shards}", *args]
+
+
+@pytest.mark.slow
+def test_a_run_on_shards_killed_mid_epoch_resumes_exactly(photo_shards, tmp_path):
+    """LitData's loader with 2 workers: killed at step 11 (mid-epoch 1), resumed from step 9, on to step 16."""
+    full, resumed = killed_and_resumed(shard_args(photo_shards, 16, 3), tmp_path, kill_step=11, ckpt_step=9)
+    assert_same_weights(full, resumed)
+
+
+@pytest.mark.slow
+def test_a_ddp_run_on_shards_killed_mid_epoch_resumes_exactly(photo_shards, tmp_path):
+    """trainer=ddp with 2 CPU processes (gloo): each rank's loader position and random states are its own in the
+    checkpoint (rank 0 writes it). The resumed run asks for 1 loader worker and gets the checkpoint's 2 back."""
+    args = [*shard_args(photo_shards, 10, 2), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    full, resumed = killed_and_resumed(args, tmp_path, kill_step=5, ckpt_step=4, resume_args=("data.num_workers=1",))
+    assert_same_weights(full, resumed)
+    assert "data.num_workers=1: resuming with the checkpoint's 2 loader workers" in killed_and_resumed.log

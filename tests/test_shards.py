@@ -24,6 +24,7 @@ from colorization.errors import ConfigError
 from conftest import TINY, compose
 from photos import photo_folder
 from seen import identify, write_color_images
+from test_probe import PROBE_TINY
 
 TINY_SHARDS = [o for o in TINY if not o.startswith(("data.val_crops", "data.resize"))]
 
@@ -247,3 +248,39 @@ def test_training_streams_shards_from_an_s3_bucket(labeled, s3_server, tmp_path,
     trainer = train(cfg)
     assert trainer.global_step == 4
     assert any((tmp_path / "cache").rglob("chunk-*.bin")), "the chunks came through the bucket's cache"
+
+
+def test_a_probe_and_a_study_read_shards_as_any_source(alexnet_ckpt, labeled_dir, tmp_path):
+    """The linear probes train from labeled shards (stored at full size: data.resize=null); the perceptual study takes
+    its photos from the shards' validation split, cut as the study's protocol says."""
+    from colorization.probe import probe
+    from colorization.study.make import make
+
+    out = tmp_path / "shards"
+    data = [f"data.root={labeled_dir / 'train'}", f"data.val_root={labeled_dir / 'val'}", "data.labels=true"]
+    convert(["data=folder", *data, "data.resize=null", f"output={out}"], tmp_path)
+    probed = compose(
+        [f"ckpt_path={alexnet_ckpt}", *PROBE_TINY, "data=shards", f"data.root={out}", "trainer.max_steps=2"],
+        tmp_path / "probe",
+        "probe",
+    )
+    trainer, report = probe(probed)
+    assert trainer.global_step == 2 and report["num_classes"] == 4
+    assert all(0 <= report["results"]["checkpoint"][layer]["top1"] <= 1 for layer in report["layers"])
+
+    small = tmp_path / "small"
+    convert(["data=folder", *data, "data.resize=64", f"output={small}"], tmp_path)
+    study = make(
+        compose(
+            ["data=shards", f"data.root={small}", "data.num_workers=0", f"study={tmp_path / 'study'}",
+             "protocol.practice_trials=2", "protocol.test_trials=3", "protocol.size=64", "device=cpu"],
+            tmp_path / "study_run",
+            config_name="study",
+        )
+    )  # fmt: skip
+    stored = stored_items(small / "val")
+    for i in range(5):  # the study's photo i: the stored photo i, center-cropped to 64 (shorter side already 64)
+        image = np.asarray(Image.open(io.BytesIO(stored[i]["image"])))
+        top, left = round((image.shape[0] - 64) / 2), round((image.shape[1] - 64) / 2)
+        real = np.asarray(Image.open(study / "images" / "real" / f"{i:04d}.png")).astype(int)
+        assert np.abs(real - image[top : top + 64, left : left + 64]).mean() < 1.0

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 SOURCES = ("samples", "folder", "hf", "shards")
 
 
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
 class ColorizationDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -182,8 +186,12 @@ class ColorizationDataModule(L.LightningDataModule):
 
     # ---- datasets ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        made = (self.train_set is not None, _world_size() if self.hparams.source == "shards" else 1)
+        if made == getattr(self, "_made", None):
             return
+        # shards: LitData splits a dataset over the ranks it sees when built; the prior and the k-means init read
+        # the training set on rank 0 before DDP starts, so the sets are built again once the process group exists
+        self._made = (True, made[1])
         hp = self.hparams
         train_tf = train_transform(hp.crop_size, hp.resize)
         val_tf = val_transform(hp.crop_size, hp.resize)
