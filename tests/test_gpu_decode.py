@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from colorization.data import ColorizationDataModule
-from colorization.data.datasets import BadImageError, ImageFiles, load_image, skipped_files, val_transform
-from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch, encoded_image
+from colorization.data.datasets import BadImageError, ImageFiles, collate, load_image, skipped_files, val_transform
+from colorization.data.gpu_jpeg import EncodedFiles, decode_batch, encoded_image
 from test_robustness import png_with_header
 
 
@@ -54,7 +54,7 @@ def test_batched_decode_matches_the_worker_path(photos):
     files = sorted(photos.rglob("*.jpg"))
     transform = val_transform(64, 96)
     reference = torch.stack([ImageFiles(files, transform)[i]["image"] for i in range(len(files))])
-    batch = collate_encoded([EncodedFiles(files, transform)[i] for i in range(len(files))])
+    batch = collate([EncodedFiles(files, transform)[i] for i in range(len(files))])
     images, kept = decode_batch(batch["data"], "cpu", batch["crop"])
     assert kept == list(range(len(files))) and images.dtype == torch.uint8 and images.shape == reference.shape
     diff = (images.int() - reference.int()).abs().float()
@@ -94,7 +94,7 @@ def test_a_jpeg_the_device_decoder_refuses_is_dropped_with_its_label_and_named(p
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(bad_huffman_table(good[0].read_bytes()))
     dataset = EncodedFiles([good[0], broken, good[1]], val_transform(32, 48), labels=[0, 1, 2])
-    batch = collate_encoded([dataset[i] for i in range(3)])
+    batch = collate([dataset[i] for i in range(3)])
     assert batch["data"][1].ndim == 1  # it passed the worker's checks: its bytes travel to the decoder
     dm = ColorizationDataModule(source="folder", root=str(photos), crop_size=32, resize=48, gpu_decode=True)
     dm.setup("fit")
@@ -127,7 +127,7 @@ def test_datamodule_with_gpu_decode_gives_the_same_batches_as_without(photos, so
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nvjpeg_on_the_gpu_matches_the_cpu_decode(photos):
     files = sorted(photos.rglob("*.jpg"))
-    batch = collate_encoded([EncodedFiles(files, val_transform(64, 96))[i] for i in range(len(files))])
+    batch = collate([EncodedFiles(files, val_transform(64, 96))[i] for i in range(len(files))])
     cpu, _ = decode_batch(batch["data"], "cpu", batch["crop"])
     gpu, _ = decode_batch(batch["data"], "cuda", batch["crop"])
     assert gpu.device.type == "cuda"

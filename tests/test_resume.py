@@ -359,3 +359,27 @@ def test_a_ddp_run_on_shards_killed_mid_epoch_resumes_exactly(photo_shards, tmp_
     full, resumed = killed_and_resumed(args, tmp_path, kill_step=5, ckpt_step=4, resume_args=("data.num_workers=1",))
     assert_same_weights(full, resumed)
     assert "data.num_workers=1: resuming with the checkpoint's 2 loader workers" in killed_and_resumed.log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["samples", "hf", "hf_streaming"])
+def test_a_run_killed_mid_epoch_resumes_exactly_on_every_other_source(real_photos, tmp_path, source):
+    """The bundled photos (the issue's quickstart, killed at step 26, resumed from the validation-time checkpoint at
+    step 20), a Hugging Face imagefolder, map-style and streaming (2 workers; the stream's crops come from each
+    worker's count of examples, which travels in the checkpoint)."""
+    train_dir, val_dir = real_photos
+    if source == "samples":
+        args = ["experiment=quickstart", "trainer.max_steps=40", "model.width=0.125", "logger=csv"]
+        full, resumed = killed_and_resumed(args, tmp_path, kill_step=26, ckpt_step=20)
+    else:
+        folder = [
+            a
+            for a in resume_args(train_dir, val_dir, 16, 3)
+            if not a.startswith(("data=", "data.root", "data.val_root"))
+        ]
+        args = ["data=hf", "data.path=imagefolder", f"data.data_dir={train_dir.parent}", "data.split=train",
+                "data.val_split=validation", *folder]  # fmt: skip
+        if source == "hf_streaming":
+            args += ["data.streaming=true", "data.batches_per_epoch=6"]
+        full, resumed = killed_and_resumed(args, tmp_path, kill_step=11, ckpt_step=9)
+    assert_same_weights(full, resumed)

@@ -76,15 +76,16 @@ def time_walks(root: Path) -> dict[str, float]:
     return {"rglob_with_stat_s": rglob, "os_walk_s": walk}
 
 
-def first_step(root: Path, index: Path, work: Path) -> dict:
+def first_step(root: Path, index: Path | None, work: Path, source: str = "folder") -> dict:
     """One 2-rank DDP run to its first step: wall seconds from the launch to each rank's first step."""
     times = work / "times"
     shutil.rmtree(times, ignore_errors=True)
     times.mkdir(parents=True)
+    data = [f"data.index={index}"] if source == "folder" else []
     overrides = [
-        "data=folder",
+        f"data={source}",
         f"data.root={root}",
-        f"data.index={index}",
+        *data,
         "data.crop_size=32",
         "data.resize=null",
         "data.batch_size=8",
@@ -123,11 +124,25 @@ def first_step(root: Path, index: Path, work: Path) -> dict:
     return {"to_first_step_s": ranks, "listing": listing}
 
 
+def make_shards(root: Path, out: Path) -> float:
+    """`python -m colorization.shards` of the tree (kept when already there); returns the seconds it took."""
+    if (out / "train" / "index.json").is_file():
+        return float("nan")
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "colorization.shards", "data=folder", f"data.root={root}", "data.resize=null",
+               f"output={out}", "overwrite=true", f"hydra.run.dir={out.parent / 'shards_run'}"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], help="files per class folder")
     parser.add_argument("--work", type=Path, default=Path("/tmp/colorization_startup"))
     parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    parser.add_argument("--shards", action="store_true", help="also convert each tree to shards and start from them")
     args = parser.parse_args()
     results = []
     for per_class in args.sizes:
@@ -142,6 +157,10 @@ def main() -> int:
             name.unlink()
         cold = first_step(root, index, args.work)
         warm = first_step(root, index, args.work)
+        if args.shards:
+            shards = args.work / f"shards_{per_class}"
+            convert_s = make_shards(root, shards)
+            from_shards = first_step(shards, None, args.work, "shards")["to_first_step_s"]
         row = {
             "files": files,
             **walks,
@@ -149,6 +168,7 @@ def main() -> int:
             "warm": warm["to_first_step_s"],
             "cold_listing": cold["listing"],
             "warm_listing": warm["listing"],
+            **({"shards_convert_s": convert_s, "shards": from_shards} if args.shards else {}),
         }
         print(json.dumps(row), flush=True)
         results.append(row)
@@ -179,6 +199,14 @@ def main() -> int:
         lines.append(
             f"| {r['files']:,} | {r['rglob_with_stat_s']:.2f} | {r['os_walk_s']:.2f} | " + " | ".join(cells) + " |"
         )
+    if any("shards" in r for r in results):
+        lines += ["", "From shards of the same tree (`python -m colorization.shards`, then `data=shards`; their index.json "
+                  "is read by each rank, no listing and no hold-out to decode):", "",
+                  "| files | conversion, 2 processes (s) | to first step: rank 0 / 1 (s) |", "|---|---|---|"]  # fmt: skip
+        for r in results:
+            if "shards" in r:
+                steps = " / ".join(f"{v:.1f}" for v in r["shards"].values())
+                lines.append(f"| {r['files']:,} | {r['shards_convert_s']:.0f} | {steps} |")
     text = "\n".join(lines) + "\n"
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "startup.md").write_text(text)

@@ -26,6 +26,8 @@ from colorization.utils import config_dir, one_line_errors, one_line_hydra_error
 log = logging.getLogger(__name__)
 register_resolvers()
 
+CHROMA = {444: 0, 420: 2}  # subsampling= -> PIL's
+
 # data keys of the loaders, not of what is stored
 LOADER_KEYS = {"batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
                "gpu_decode", "on_error", "crop_size", "seed", "batches_per_epoch"}  # fmt: skip
@@ -87,7 +89,7 @@ def source_refs(cfg: DictConfig) -> tuple[dict[str, list[ImageRef]], list[str] |
 def settings(cfg: DictConfig, refs: dict[str, list[ImageRef]]) -> dict:
     """What the output's shards depend on: a rerun with other settings must not finish another conversion's parts."""
     names = hashlib.sha256("\n".join(r.name for split in SPLITS for r in refs[split]).encode()).hexdigest()[:16]
-    keys = ("format", "quality", "seed", "part_size", "chunk_bytes")
+    keys = ("format", "quality", "subsampling", "seed", "part_size", "chunk_bytes")
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in LOADER_KEYS}
     return {**{k: cfg[k] for k in keys}, "data": data, "names": names}
 
@@ -119,17 +121,19 @@ def convert(cfg: DictConfig) -> dict:
         raise ConfigError(f"format={cfg.format!r} is not one of {FORMATS}")
     if not (isinstance(cfg.quality, int) and 1 <= cfg.quality <= 100):
         raise ConfigError(f"quality={cfg.quality} must be an integer in 1..100")
+    if cfg.subsampling not in CHROMA:
+        raise ConfigError(f"subsampling={cfg.subsampling} is not one of {sorted(CHROMA)}")
     if not (isinstance(cfg.part_size, int) and cfg.part_size >= 1):
         raise ConfigError(f"part_size={cfg.part_size} must be an integer >= 1")
     out = Path(cfg.output).expanduser()
     refs, classes = source_refs(cfg)
     check_output(out, settings(cfg, refs), cfg.overwrite)
-    encoding = Encoding(cfg.data.resize, cfg.format, cfg.quality)
+    encoding = Encoding(cfg.data.resize, cfg.format, cfg.quality, CHROMA[cfg.subsampling])
     meta = {
         "resize": cfg.data.resize,
         "format": cfg.format,
         "quality": cfg.quality if cfg.format == "jpeg" else None,
-        "subsampling": "4:4:4" if cfg.format == "jpeg" else None,
+        "subsampling": cfg.subsampling if cfg.format == "jpeg" else None,
         "classes": classes,
         "source": OmegaConf.to_container(cfg.data, resolve=True),
         "seed": cfg.seed,

@@ -74,11 +74,14 @@ class CropTransform:
 
 
 def apply_crop(image: torch.Tensor, crop: Crop) -> torch.Tensor:
-    """Resize (when the plan's size differs), cut and flip; works on CPU and CUDA tensors alike."""
+    """Resize (when the plan's size differs), cut and flip; works on CPU and CUDA tensors alike.
+
+    The cut is a view: decoders write H x W x 3, so the rows of a crop lie contiguous in the decoded buffer and
+    ``data.datasets.collate`` copies them once, as they lie (a CHW copy here would gather every byte)."""
     if tuple(image.shape[-2:]) != (crop.height, crop.width):
         image = v2.functional.resize(image, [crop.height, crop.width], antialias=True)
-    out = image[..., crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
-    return out.flip(-1) if crop.flip else out.contiguous()
+    hwc = image.permute(1, 2, 0)[crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
+    return (hwc.flip(1) if crop.flip else hwc).permute(2, 0, 1)
 
 
 class ResizeTo:

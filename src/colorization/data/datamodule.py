@@ -34,10 +34,11 @@ from colorization.data.datasets import (
     ImageFiles,
     InMemoryCrops,
     ResizeAtLeast,
+    collate,
     load_image,
     readable,
 )
-from colorization.data.gpu_jpeg import EncodedFiles, collate_encoded, decode_batch
+from colorization.data.gpu_jpeg import EncodedFiles, decode_batch
 from colorization.data.loaders import EpochSampler, ResumableLoader, per_rank_batch
 from colorization.data.sources import class_labels, folder_split, load_hf_split, sample_split
 from colorization.errors import ConfigError
@@ -263,7 +264,7 @@ class ColorizationDataModule(L.LightningDataModule):
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
-            collate_fn=collate_encoded if hp.gpu_decode and hp.source != "samples" else None,
+            collate_fn=collate,
         )
 
     def train_dataloader(self) -> DataLoader:

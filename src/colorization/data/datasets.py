@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 from torchvision.transforms import v2
 
 from colorization.data.crops import Crop, item_rng, train_transform, val_transform  # noqa: F401 (re-exported)
@@ -39,6 +39,32 @@ SKIPPED_SEP = "\0"  # cannot occur in a file name
 MAX_REPLACEMENTS = 10  # bad files in a row before a dataset gives up: a folder of non-images is an error
 # a missing or forbidden file is not worth retrying (transient_errors() are)
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 (3, H, W) crops -> (B, 3, H, W) stored channels-last: each crop's rows copied as they lie in its decoded
+    buffer (H x W x 3), no transposing copy on the host. The network's input is L, one channel, for which both
+    layouts are the same memory. In a loader worker the batch is made in shared memory, as default_collate does."""
+    first = images[0]
+    shape = (len(images), first.shape[1], first.shape[2], first.shape[0])
+    if get_worker_info() is not None:  # sent to the main process without a copy
+        storage = first.untyped_storage()._new_shared(len(images) * first.numel() * first.element_size())
+        out = first.new_empty(0).set_(storage).view(shape)
+    else:
+        out = first.new_empty(shape)
+    for dst, image in zip(out, images, strict=True):
+        dst.copy_(image.permute(1, 2, 0))
+    return out.permute(0, 3, 1, 2)
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch of items: "image" stacked by ``stack_images``, "data" (``data.gpu_decode``'s encoded payloads, of
+    different lengths) kept a list, every other key as default_collate does."""
+    batch = dict(default_collate([{k: v for k, v in item.items() if k not in ("image", "data")} for item in items]))
+    for key, join in (("image", stack_images), ("data", list)):
+        if key in items[0]:
+            batch[key] = join([item[key] for item in items])
+    return batch
 
 
 def skipped_files(batch: dict) -> list[str]:

@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from colorization.data.crops import Crop, apply_crop
@@ -49,14 +48,6 @@ class EncodedFiles(SkipBadImages):
         if self.labels is not None:
             item["label"] = self.labels[i]
         return item
-
-
-def collate_encoded(items: list[dict]) -> dict:
-    """Variable-length payloads stay a list; every other key (the crop plans included) is collated as usual."""
-    rest = [{k: v for k, v in item.items() if k != "data"} for item in items]
-    batch = dict(default_collate(rest))
-    batch["data"] = [item["data"] for item in items]
-    return batch
 
 
 def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

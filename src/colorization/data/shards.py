@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def item_count(index: dict) -> int:
 # LitData fetches object-store chunks with obstore, which refuses plain-http endpoints (a local MinIO, a test server)
 # unless told; boto3, which it uses for the index, accepts them. https endpoints are unaffected.
 litdata_downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = True
+# torchvision warns on every decode_jpeg call that TorchCodec will take over its decoders: once per image here
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
 
 
 def decode_stored(image, name: str) -> torch.Tensor:
@@ -126,6 +129,7 @@ class ShardImages(StreamingDataset):
             storage_options=storage_options or {},
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
+            batch_decode=0,  # one item at a time (LitData's "auto" deserializes windows of raw arrays per item)
         )
         self.crops, self.item_seed, self.encoded = transform, seed, encoded  # (LitData applies a "transform" itself)
 
@@ -206,7 +210,7 @@ class Encoding:
     resize: int | None
     image_format: str = "jpeg"
     quality: int = 90
-    subsampling: int = 0  # PIL's 0 = 4:4:4 (chroma kept at full resolution: the targets are chroma)
+    subsampling: int = 0  # PIL's: 0 = 4:4:4 (chroma kept at full resolution: the targets are chroma), 2 = 4:2:0
 
 
 @functools.cache
