@@ -383,3 +383,17 @@ def test_a_run_killed_mid_epoch_resumes_exactly_on_every_other_source(real_photo
             args += ["data.streaming=true", "data.batches_per_epoch=6"]
         full, resumed = killed_and_resumed(args, tmp_path, kill_step=11, ckpt_step=9)
     assert_same_weights(full, resumed)
+
+
+def test_last_ckpt_is_the_newest_state_even_when_val_loss_stops_improving(tmp_path):
+    """Lightning's save_last follows its top-k saves: with a metric that stops improving, last.ckpt stayed behind.
+    Here the best checkpoint is the first validation's (mode=max on a falling loss), last.ckpt the final step's."""
+    from conftest import TINY
+
+    args = [*TINY, "trainer.max_steps=6", "trainer.val_check_interval=2", "callbacks.model_checkpoint.mode=max",
+            "callbacks.last_checkpoint.every_n_train_steps=null"]  # fmt: skip
+    run(args, tmp_path, "run")
+    checkpoints = tmp_path / "train" / "runs" / "run" / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 6
+    (best,) = checkpoints.glob("best-step*.ckpt")
+    assert load_checkpoint(best)["global_step"] < 6
