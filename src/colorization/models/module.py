@@ -197,6 +197,8 @@ class ColorizationModule(L.LightningModule):
     def configure_optimizers(self):
         """``model.optimizer`` and ``model.scheduler`` (Hydra ``_target_`` + ``_partial_``), with Caffe's per-blob
         multipliers as parameter groups: biases get ``bias_lr_mult`` x lr and ``bias_decay_mult`` x weight decay."""
+        # note: reading self.trainer.estimated_stepping_batches here would drop the loader's resumed position
+        # (Lightning issue 20550): schedules are in steps of the config, not of the data
         optimizer_cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         lr, decay = optimizer_cfg.get("lr", 1e-3), optimizer_cfg.get("weight_decay", 0.0)
         groups = caffe_param_groups(self.net, lr, decay, self.hparams.bias_lr_mult, self.hparams.bias_decay_mult)
