@@ -54,3 +54,64 @@ def _weights_only_reason(err: Exception) -> str:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:300]
+
+
+# ---- settings that name a callable ---------------------------------------------------------------------------------
+# A checkpoint's hyperparameters and an exported model's config are data from strangers. The only settings that name
+# a callable are model.optimizer and model.scheduler (Hydra _target_): their target must be one of torch's optimizers
+# or schedulers (or this project's schedules), named at the top, and nothing nested may name another. Hydra's own
+# blocklist stops a few functions (os.system, ...) and differs between versions; open, shutil.copyfile, os.makedirs
+# and the like pass it.
+ALLOWED_MODULES = ("torch.optim", "colorization.models.schedules")
+
+
+def _allowed_class(target) -> bool:
+    import importlib
+
+    if not isinstance(target, str):
+        return False
+    module, _, name = target.rpartition(".")
+    if not any(module == m or module.startswith(m + ".") for m in ALLOWED_MODULES):
+        return False  # nothing else is imported: importing a module can run code
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and issubclass(found, torch.optim.Optimizer | torch.optim.lr_scheduler.LRScheduler)
+
+
+def _nested_targets(value, path: str):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "_target_":
+                yield path
+            yield from _nested_targets(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _nested_targets(v, f"{path}[{i}]")
+
+
+def checked_settings(settings: dict | None, key: str) -> dict | None:
+    """``settings`` (a dict with ``_target_``, e.g. model.optimizer) if it names an allowed optimizer or scheduler
+    class and nothing nested names another callable; else a one-line ConfigError naming the key."""
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{key}: expected a mapping with _target_, got {type(settings).__name__}")
+    target = settings.get("_target_")
+    if not _allowed_class(target):
+        raise ConfigError(
+            f"{key}._target_={target!r}: refused (a setting may only name an optimizer of torch.optim or a scheduler "
+            "of torch.optim.lr_scheduler / colorization.models.schedules)"
+        )
+    nested = [p for k, v in settings.items() if k != "_target_" for p in _nested_targets(v, f"{key}.{k}")]
+    if nested:
+        raise ConfigError(f"{nested[0]}._target_: refused (only {key}._target_ may name a callable)")
+    return settings
+
+
+def instantiate_setting(settings: dict, key: str):
+    """``hydra.utils.instantiate`` of a checked setting (``checked_settings``)."""
+    import hydra
+
+    return hydra.utils.instantiate(checked_settings(settings, key), _convert_="all")

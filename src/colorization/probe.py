@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from colorization.checkpoints import load_checkpoint
 from colorization.color import uint8_to_lightness
 from colorization.errors import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
@@ -191,7 +192,9 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
     )
     trainer: L.Trainer = build_trainer(cfg, extra_callbacks=callbacks or ())
     with logged_run(trainer, cfg):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume)
+        if cfg.resume:
+            load_checkpoint(cfg.resume, "resume", mmap=True)  # refuse a file that would run code, before any work
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
         metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]  # the reported numbers
     report = {
         "ckpt_path": str(cfg.ckpt_path),

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import warnings
 
-import hydra
 import lightning as L
 import torch
 from torch import nn
 
+from colorization.checkpoints import checked_settings, instantiate_setting
 from colorization.color import (
     SoftEncoder,
     annealed_mean,
@@ -85,6 +85,8 @@ class ColorizationModule(L.LightningModule):
         PyTorch port's layout, as in checkpoints written before they existed). ``init``: how ``colorization.train``
         initialized the weights ("default": PyTorch's, "kmeans": ``models.data_init``), kept as a record."""
         super().__init__()
+        checked_settings(optimizer, "model.optimizer")  # a checkpoint's settings are a stranger's: data, not code
+        checked_settings(scheduler, "model.scheduler")
         self.save_hyperparameters(ignore=["bins", "prior"])
         loss = {"name": "rebalanced", "k": 5, "sigma": 5.0, "lam": 0.5, **(loss or {})}
         if bins is None:  # restored from a checkpoint: the buffers below are overwritten by its state dict
@@ -202,10 +204,10 @@ class ColorizationModule(L.LightningModule):
         optimizer_cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         lr, decay = optimizer_cfg.get("lr", 1e-3), optimizer_cfg.get("weight_decay", 0.0)
         groups = caffe_param_groups(self.net, lr, decay, self.hparams.bias_lr_mult, self.hparams.bias_decay_mult)
-        optimizer = hydra.utils.instantiate(optimizer_cfg, _convert_="all")(groups)
+        optimizer = instantiate_setting(optimizer_cfg, "model.optimizer")(groups)
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = hydra.utils.instantiate(dict(self.hparams.scheduler), _convert_="all")(optimizer)
+        scheduler = instantiate_setting(dict(self.hparams.scheduler), "model.scheduler")(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

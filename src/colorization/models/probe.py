@@ -9,7 +9,6 @@ interact, as the authors' eight loss layers of weight 1).
 
 from __future__ import annotations
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from colorization.checkpoints import checked_settings, instantiate_setting
 from colorization.color import rgb_to_lightness
 from colorization.models.batchnorm import CaffeBatchNorm2d
 from colorization.models.module import caffe_param_groups
@@ -92,6 +92,8 @@ class LinearProbes(L.LightningModule):
         step or epoch); biases get ``bias_lr_mult`` x lr and ``bias_decay_mult`` x weight decay (Caffe's
         lr_mult / decay_mult). ``classic``: probe in AlexNet's classic geometry (the authors')."""
         super().__init__()
+        checked_settings(optimizer, "probe.optimizer")  # a probe checkpoint's settings are data, not code
+        checked_settings(scheduler, "probe.scheduler")
         self.save_hyperparameters(ignore=["backbones"])
         self.strict_loading = False  # probe checkpoints hold the heads only (see on_save_checkpoint)
         if reduce not in REDUCE_MODES:
@@ -209,12 +211,12 @@ class LinearProbes(L.LightningModule):
         optimizer_cfg = dict(hp.optimizer or DEFAULT_PROBE_OPTIMIZER)
         lr, decay = optimizer_cfg.get("lr", 0.01), optimizer_cfg.get("weight_decay", 0.0)
         groups = caffe_param_groups(self.heads, lr, decay, hp.bias_lr_mult, hp.bias_decay_mult)
-        optimizer = hydra.utils.instantiate(optimizer_cfg, _convert_="all")(groups)
+        optimizer = instantiate_setting(optimizer_cfg, "probe.optimizer")(groups)
         if not hp.scheduler:
             return optimizer
         scheduler_cfg = dict(hp.scheduler)
         interval = scheduler_cfg.pop("interval", "step")
-        scheduler = hydra.utils.instantiate(scheduler_cfg, _convert_="all")(optimizer)
+        scheduler = instantiate_setting(scheduler_cfg, "probe.scheduler")(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
