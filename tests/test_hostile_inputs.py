@@ -4,7 +4,6 @@ real checkpoint, and the file it would create must not appear."""
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -86,8 +85,7 @@ def test_the_probe_refuses_hostile_settings_and_a_pickle_given_to_resume(alexnet
             return (os.system, (f"touch {victim}",))
 
     evil = tmp_path / "evil.ckpt"
-    with open(evil, "wb") as f:
-        pickle.dump({"state_dict": Payload()}, f)
+    torch.save({"state_dict": Payload()}, evil)  # a real checkpoint file whose pickle would call os.system
     cfg = compose(
         [f"ckpt_path={alexnet_ckpt}", f"data.root={labeled_dir / 'train'}", f"data.val_root={labeled_dir / 'val'}",
          *PROBE_TINY, f"resume={evil}", "trainer.max_steps=1"],
