@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
 from omegaconf import OmegaConf
 from PIL import Image
 from scipy.stats import norm
@@ -396,3 +398,130 @@ def test_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| full | Ours (full) | 1 | 2 | 50.0 [50.0, 50.0]" in done.stdout
     assert (study / "report" / "report.json").is_file()
+
+
+# ---- a participant is a stranger: the server enforces the protocol and its limits -------------------------------
+@pytest.fixture
+def served_study(photo_dir, tmp_path):
+    """A fresh study (2 practice + 3 test trials) served by the real command on 127.0.0.1."""
+    study = make_study(photo_dir, tmp_path / "make", [])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "colorization.study", "serve", f"study={study}", f"server.port={port}",
+               f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    with server(command, f"{url}/api/config", env=env):
+        yield study, url
+
+
+def call(url: str, path: str, body=None, raw: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_the_study_server_refuses_what_a_careful_attacker_sends_and_stays_up(served_study):
+    study, url = served_study
+    # a 100 MB user agent: 413 from its Content-Length, before the body is read or stored
+    import http.client
+
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    connection.putrequest("POST", "/api/session")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(100_000_000))
+    connection.endheaders()
+    connection.send(b'{"participant": "p1", "user_agent": "' + b"x" * 1_000_000)  # the server answers at once
+    assert connection.getresponse().status == 413
+    connection.close()
+    # the same streamed without a length (chunked): counted as it comes, 413 past the limit
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    connection.putrequest("POST", "/api/session")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    for _ in range(40):
+        connection.send(b"400\r\n" + b"x" * 1024 + b"\r\n")
+    connection.send(b"0\r\n\r\n")
+    assert connection.getresponse().status == 413
+    connection.close()
+    # participant ids: a safe set of characters and a length, or 422 (the page says why before asking)
+    for bad in ("a/b", ".", "..", "   ", "<img src=x onerror=alert(1)>", "a|b\nc", "x" * 65, ""):
+        assert call(url, "/api/session", {"participant": bad})[0] == 422, bad
+    assert call(url, "/api/session", {"participant": "p1", "user_agent": "y" * 513})[0] == 422
+    assert call(url, "/api/session", {"participant": "p1", "user_agent": "Mozilla/5.0"})[0] == 200
+    assert call(url, "/api/session", {"participant": "p1", "extra": 1})[0] == 422
+    # only the next trial can be shown (no skipping the practice), one at a time; photos only of the shown trial
+    assert call(url, "/image/p1/0/left")[0] == 404  # the next trial, not shown yet
+    assert call(url, "/image/p1/4/left")[0] == 404  # a trial ahead
+    assert call(url, "/api/show", {"participant": "p1", "trial": 3})[0] == 409
+    assert call(url, "/api/show", {"participant": "p1", "trial": 0})[0] == 200
+    assert call(url, "/api/show", {"participant": "p1", "trial": 1})[0] == 409  # a second open trial
+    assert call(url, "/image/p1/0/left")[0] == 200
+    assert call(url, "/image/p1/1/right")[0] == 404
+    assert call(url, "/image/p1/0/up")[0] == 422
+    # times: finite and in range; trial numbers bounded (2**70 overflowed SQLite: a 500)
+    answer = {"participant": "p1", "trial": 0, "answer": "left", "shown_ms": 1000.0}
+    for ms in (1e308, -1.0):
+        assert call(url, "/api/answer", {**answer, "answer_ms": ms})[0] == 422
+    assert call(url, "/api/answer", raw=json.dumps({**answer, "answer_ms": float("inf")}).encode())[0] == 422
+    assert call(url, "/api/show", {"participant": "p1", "trial": 2**70})[0] == 422
+    assert call(url, "/image/p1/1180591620717411303424/left")[0] == 422
+    assert call(url, "/api/next?participant=a%2Fb")[0] == 422
+    assert call(url, "/api/answer", {**answer, "answer_ms": 812.0})[0] == 200
+    assert call(url, "/image/p1/0/left")[0] == 404  # answered: its photos are gone
+    status, body = call(url, "/api/config")  # still up
+    assert status == 200 and json.loads(body)["display_ms"] == DISPLAY_MS
+    with connect(study / "answers.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM participants").fetchone()[0] == 1
+        assert db.execute("SELECT MAX(LENGTH(user_agent)) FROM participants").fetchone()[0] == len("Mozilla/5.0")
+
+
+def test_the_report_escapes_what_participants_wrote_and_writes_valid_json(tmp_path):
+    """Ids from a database written before the server's rule (or by hand): no markup, no broken table in report.md;
+    report.json parses as strict JSON (an infinite time becomes null)."""
+    hostile = "<img src=x onerror=alert(1)>|col\nrow"
+    answers = {hostile: ("full", [("left", "left", 10.0)] * 5), "fast": ("gray", [("left", "right", float("inf"))])}
+    study = synthetic_study(tmp_path / "study", answers)
+    report(study, compose([], tmp_path, config_name="study").report, seed=0)
+    md = (study / "report" / "report.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;&#124;col row" in md
+    assert all(line.count("|") == md.splitlines()[-1].count("|") for line in md.splitlines()[-3:])
+    text = (study / "report" / "report.json").read_text()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"report.json holds {name}"))
+    assert {p["participant"] for p in data["participants"]} == {hostile, "fast"}
+
+
+def test_the_study_api_fuzzed_from_its_openapi_schema_answers_no_500(served_study):
+    """Schemathesis generates requests from the server's own OpenAPI schema (valid and invalid), for a bounded time."""
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation import GenerationMode
+
+    study, url = served_study
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    started, calls = time.monotonic(), []
+
+    for operation in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):  # requests the schema allows, and not
+
+            @settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(operation.ok().as_strategy(mode))
+            def fuzz(case):
+                response = case.call(base_url=url, timeout=30)
+                calls.append(response.status_code)
+                assert response.status_code < 500, (case.method, case.formatted_path, case.body, response.text[:300])
+
+            try:
+                fuzz()
+            except Unsatisfiable:  # no invalid request exists for an operation without inputs (GET /)
+                assert mode == GenerationMode.NEGATIVE
+    assert len(calls) >= 300 and time.monotonic() - started < 60
+    assert {c for c in calls if 400 <= c < 500} and {c for c in calls if c < 300}  # both kinds were sent
+    assert call(url, "/api/config")[0] == 200

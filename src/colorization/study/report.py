@@ -125,6 +125,25 @@ def fooling_rates(people: list[Participant], methods: dict, samples: int, confid
     return rates
 
 
+def cell(text) -> str:
+    """A Markdown table cell from a participant's text: no markup, no table breaks (ids from before the server's
+    rule may hold anything)."""
+    import html
+
+    return html.escape(" ".join(str(text).split())).replace("|", "&#124;")
+
+
+def finite(value):
+    """JSON has no NaN or Infinity: such floats, at any depth, become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def _paper_cell(row: str) -> str:
     if row not in PAPER_AMT:
         return "-"
@@ -167,7 +186,7 @@ def markdown(all_rates: list[Rate], kept_rates: list[Rate], people: list[Partici
         ]
         for p in flagged:
             lines.append(
-                f"| {p.participant} | {p.method} | {p.trials} | {p.median_answer_ms:.0f} | "
+                f"| {cell(p.participant)} | {p.method} | {p.trials} | {p.median_answer_ms:.0f} | "
                 f"{p.same_side_fraction:.0%} | {'; '.join(p.flags)} |"
             )
     return "\n".join(lines) + "\n"
@@ -216,16 +235,17 @@ def report(study: Path, cfg, seed: int, out: Path | None = None) -> dict:
     kept_rates = fooling_rates(kept, methods, cfg.bootstrap_samples, cfg.confidence, seed)
     out = Path(out).expanduser() if out else study / "report"
     out.mkdir(parents=True, exist_ok=True)
-    clean = lambda r: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()}  # noqa: E731
-    result = {
-        "confidence": cfg.confidence,
-        "bootstrap_samples": cfg.bootstrap_samples,
-        "all": [clean(r) for r in all_rates],
-        "unflagged": [clean(r) for r in kept_rates],
-        "paper": {r.method: PAPER_AMT.get(r.paper_row, (None, ""))[0] for r in all_rates},
-        "participants": [asdict(p) for p in people],
-    }
-    (out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = finite(
+        {
+            "confidence": cfg.confidence,
+            "bootstrap_samples": cfg.bootstrap_samples,
+            "all": [asdict(r) for r in all_rates],
+            "unflagged": [asdict(r) for r in kept_rates],
+            "paper": {r.method: PAPER_AMT.get(r.paper_row, (None, ""))[0] for r in all_rates},
+            "participants": [asdict(p) for p in people],
+        }
+    )
+    (out / "report.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(all_rates, kept_rates, people, cfg))
     bar_chart(all_rates, kept_rates, out / "fooling_rates.png", cfg.confidence)
     return result

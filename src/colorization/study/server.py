@@ -5,6 +5,11 @@ method for the whole session: the method with the fewest participants so far (ti
 trials are written at once: the practice pairs, then ``test_trials`` test pairs drawn from the method's test pairs,
 each order seeded by the study's seed and the id. A trial is ``shown`` when the page starts showing it and takes one
 answer; when the participant comes back (a reload, a new tab) a trial left ``shown`` becomes ``interrupted``.
+
+Participants are strangers, so the server enforces the protocol, not the page: only the next trial can be shown,
+only while no other is open; its photos are served only while it is shown (and for ``IMAGE_WINDOW_S`` after);
+ids are letters, digits, ``-`` and ``_``; every string, number and body is bounded (413 beyond ``MAX_BODY_BYTES``);
+every bad request is a 4xx.
 """
 
 from __future__ import annotations
@@ -17,33 +22,90 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from omegaconf import OmegaConf
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from colorization.errors import ConfigError
 from colorization.study.db import connect, now, transaction
 
 DATABASE = "answers.sqlite"
+PARTICIPANT = r"^[A-Za-z0-9_-]{1,64}$"  # also what a crowdsourcing platform's worker ids look like
+MAX_TRIAL = 10_000
+MAX_MS = 24 * 3600 * 1000.0  # a day: an answer or a display time beyond it is not a measurement
+MAX_BODY_BYTES = 16 * 1024
+IMAGE_WINDOW_S = 60.0  # a shown trial's photos can be fetched this long after it was shown (a slow connection)
+
+Participant = Field(pattern=PARTICIPANT, description="letters, digits, - and _ (1 to 64)")
+Trial = Field(ge=0, le=MAX_TRIAL)
+Milliseconds = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
 
 
-class Session(BaseModel):
-    participant: str = Field(min_length=1, max_length=200)
-    user_agent: str | None = None
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class Show(BaseModel):
-    participant: str
-    trial: int
+class Session(Request):
+    participant: str = Participant
+    user_agent: str | None = Field(default=None, max_length=512)
 
 
-class Answer(BaseModel):
-    participant: str
-    trial: int
+class Show(Request):
+    participant: str = Participant
+    trial: int = Trial
+
+
+class Answer(Request):
+    participant: str = Participant
+    trial: int = Trial
     answer: str = Field(pattern="^(left|right)$")
-    answer_ms: float = Field(ge=0)
-    shown_ms: float = Field(ge=0)
+    answer_ms: float = Milliseconds
+    shown_ms: float = Milliseconds
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app sees it (uvicorn sets no limit).
+    Bodies are counted as they stream (a chunked request has no Content-Length), then handed on whole."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self.too_large(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self.too_large(send)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def too_large(self, send) -> None:
+        text = f"request body over {self.limit} bytes".encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
 
 
 def load_study(study: Path) -> tuple[dict, dict]:
@@ -77,6 +139,13 @@ def create_app(study: Path) -> FastAPI:
     db = connect(study / DATABASE)
     lock = threading.Lock()  # one connection, used by one request at a time (FastAPI runs them in threads)
     app = FastAPI(title="Colorization Turing test", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error: RequestValidationError) -> JSONResponse:
+        """422 without echoing the input (FastAPI's own answer put an Infinity in its JSON: a 500)."""
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
     page = resources.files("colorization.study").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
@@ -119,7 +188,7 @@ def create_app(study: Path) -> FastAPI:
         return {"participant": body.participant, "method": method, "done": counts["done"], "total": counts["total"]}
 
     @app.get("/api/next")
-    def next_trial(participant: str) -> dict:
+    def next_trial(participant: str = Query(pattern=PARTICIPANT)) -> dict:
         """The first pending trial, with its two images (the fake on its side), or finished."""
         with lock:
             row = db.execute(
@@ -147,28 +216,41 @@ def create_app(study: Path) -> FastAPI:
         }
 
     @app.get("/image/{participant}/{trial}/{side}")
-    def image(participant: str, trial: int, side: str) -> FileResponse:
-        """One photo of the open trial: the fake on its side, the real one on the other; nothing once it is over."""
+    def image(
+        participant: str = PathParam(pattern=PARTICIPANT),
+        trial: int = PathParam(ge=0, le=MAX_TRIAL),
+        side: str = PathParam(pattern="^(left|right)$"),
+    ) -> FileResponse:
+        """One photo of the shown trial (the fake on its side, the real one on the other), for IMAGE_WINDOW_S after it
+        was shown; nothing of a trial not yet shown, answered or interrupted."""
         with lock:
             row = db.execute(
                 "SELECT phase, method, pair, fake_side FROM trials "
-                "WHERE participant = ? AND trial = ? AND status IN ('pending', 'shown')",
-                (participant, trial),
+                "WHERE participant = ? AND trial = ? AND status = 'shown' AND shown_at > ?",
+                (participant, trial, now() - IMAGE_WINDOW_S),
             ).fetchone()
-        if row is None or side not in ("left", "right"):
-            raise HTTPException(404, "no such open trial")
+        if row is None:
+            raise HTTPException(404, "no such shown trial")
         pair = pairs[(row["phase"], row["method"], row["pair"])]
         path = study / "images" / (pair["fake"] if side == row["fake_side"] else pair["real"])
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/show")
     def show(body: Show) -> dict:
-        """The page is about to show the pair: from now on the trial takes one answer, or becomes interrupted."""
+        """The page is about to load and show the pair: from now on the trial takes one answer, or becomes
+        interrupted. Only the next pending trial, and only while no other trial is open."""
         with lock, transaction(db):
-            changed = db.execute(
-                "UPDATE trials SET status = 'shown', shown_at = ? WHERE participant = ? AND trial = ? AND status = 'pending'",
-                (now(), body.participant, body.trial),
-            ).rowcount
+            state = db.execute(
+                "SELECT MIN(CASE WHEN status = 'pending' THEN trial END) AS next, "
+                "SUM(status = 'shown') AS open FROM trials WHERE participant = ?",
+                (body.participant,),
+            ).fetchone()
+            changed = 0
+            if state["next"] == body.trial and not state["open"]:
+                changed = db.execute(
+                    "UPDATE trials SET status = 'shown', shown_at = ? WHERE participant = ? AND trial = ?",
+                    (now(), body.participant, body.trial),
+                ).rowcount
         if not changed:
             raise HTTPException(409, "this trial is not the next one to show")
         return {"ok": True}
@@ -186,7 +268,7 @@ def create_app(study: Path) -> FastAPI:
                 "SELECT phase, fake_side FROM trials WHERE participant = ? AND trial = ?",
                 (body.participant, body.trial),
             ).fetchone()
-        if not changed:
+        if not changed or row is None:
             raise HTTPException(409, "this trial cannot take an answer (answered already, interrupted, or not shown)")
         if row["phase"] == "practice":
             return {"feedback": True, "fake_side": row["fake_side"], "correct": body.answer == row["fake_side"]}
