@@ -96,7 +96,8 @@ def test_the_command_on_every_format(trained_checkpoint, photos, tmp_path, monke
     assert "skipped 1 input(s)" in printed and "broken.jpg" in printed and "notes.txt" not in printed
     assert digest(root) == before
     written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert written == {Path(name).with_suffix(".png").as_posix() for name in sizes}  # same relative paths, as PNG
+    # same relative paths, as PNG; and the record of what colorize wrote
+    assert written == {Path(name).with_suffix(".png").as_posix() for name in sizes} | {".colorize-outputs.jsonl"}
     for name, size in sizes.items():
         with Image.open(tmp_path / "out" / Path(name).with_suffix(".png")) as im:
             assert (im.size, im.mode) == (size, "RGB"), name
@@ -214,3 +215,51 @@ def test_colorize_never_writes_through_a_planted_link_or_over_a_hard_linked_inpu
     assert jobs["bird.jpg"] == out.resolve() / "bird_1.png"
     assert jobs["cat.jpg"] == out.resolve() / "cat.png"  # not through out/sub -> tmp_path
     assert all(t.resolve().is_relative_to(out.resolve()) for t in jobs.values()) and not outside.exists()
+
+
+def test_colorize_never_replaces_a_file_it_did_not_write(trained_checkpoint, tmp_path):
+    """A user's file in output under an output's name, and a hard link planted there to a file elsewhere, are left as
+    they are (the outputs take _1 names); colorize's own earlier output is replaced on a rerun, not duplicated."""
+    photos, out = tmp_path / "in", tmp_path / "out"
+    photos.mkdir()
+    out.mkdir()
+    Image.fromarray(skimage.data.chelsea()[::4, ::4]).save(photos / "cat.jpg")
+    Image.fromarray(skimage.data.coffee()[::4, ::4]).save(photos / "cup.jpg")
+    (out / "cat.png").write_bytes(b"the user's own file")
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(b"a file outside output")
+    os.link(elsewhere, out / "cup.png")
+    args = [f"ckpt_path={trained_checkpoint}", f"input={photos}", f"output={out}"]
+    first = run(args, tmp_path / "1")
+    assert sorted(p.name for p in first.images) == ["cat_1.png", "cup_1.png"]
+    assert (out / "cat.png").read_bytes() == b"the user's own file"
+    assert (
+        elsewhere.read_bytes() == b"a file outside output" and (out / "cup.png").read_bytes() == elsewhere.read_bytes()
+    )
+    second = run(args, tmp_path / "2")  # the same names again: ours now, so replaced in place
+    assert sorted(p.name for p in second.images) == ["cat_1.png", "cup_1.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".colorize-outputs.jsonl",
+        "cat.png",
+        "cat_1.png",
+        "cup.png",
+        "cup_1.png",
+    ]
+    Image.open(out / "cat_1.png").verify()
+
+
+def test_output_equal_to_input_colorizes_the_inputs_only_however_often_it_runs(trained_checkpoint, tmp_path):
+    """Names alone cannot tell an earlier output from an input (cat.png of cat.jpg, cat_1.png of cat.png): the
+    folder's record of what colorize wrote can. Three runs in a row add files the first time only."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage.data.chelsea()[::4, ::4]).save(photos / "cat.jpg")
+    Image.fromarray(skimage.data.coffee()[::4, ::4]).save(photos / "cup.png")
+    args = [f"ckpt_path={trained_checkpoint}", f"input={photos}", f"output={photos}"]
+    counts = []
+    for k in range(3):
+        result = run(args, tmp_path / str(k))
+        assert sorted(p.name for p in result.images) == ["cat.png", "cup_1.png"], k
+        counts.append(len([p for p in photos.iterdir() if p.suffix in (".png", ".jpg")]))
+    assert counts == [4, 4, 4]
+    assert np.asarray(Image.open(photos / "cup.png")).shape == (skimage.data.coffee()[::4, ::4]).shape  # the input

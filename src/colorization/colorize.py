@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from colorization.api import Colorizer, as_float, to_uint8
 from colorization.data.datasets import load_image
-from colorization.data.safety import OutputPaths
+from colorization.data.safety import OutputPaths, OutputRecord
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
@@ -63,6 +63,7 @@ class Result:
 class Plan:
     jobs: list[Job]
     missing: list[tuple[str, str]]  # (input as given, why nothing was found)
+    record: OutputRecord  # what we wrote in the output folder (written through, and kept up to date)
 
 
 def _is_glob(spec: str) -> bool:
@@ -80,16 +81,20 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
     """Map every input image to its output file(s): same relative path under output_dir, new suffix.
 
     Two inputs that would share an output name, or an output name (or its ``_strip`` twin) that is an input
-    itself or an existing symbolic link, get ``_1``, ``_2``, ... appended (``data.safety.OutputPaths``).
+    itself, an existing symbolic link or a file we did not write, get ``_1``, ``_2``, ... appended
+    (``data.safety.OutputPaths``). Files of output_dir that we wrote earlier (its ``OutputRecord``) are not inputs.
     """
     output_dir = output_dir.expanduser().resolve()
+    record = OutputRecord(output_dir)
     found: list[tuple[Path, Path]] = []  # (file, the folder its output path is relative to)
     missing = []
 
     def add(files: list[Path], root: Path) -> None:
         inner = output_dir != root.resolve() and output_dir.is_relative_to(root.resolve())
-        # an output folder inside the scanned one holds our earlier outputs, not inputs
-        found.extend((f, root) for f in files if not (inner and f.resolve().is_relative_to(output_dir)))
+        # an output folder inside the scanned one holds our earlier outputs, not inputs; so do our recorded files
+        found.extend(
+            (f, root) for f in files if not (inner and f.resolve().is_relative_to(output_dir)) and not record.is_ours(f)
+        )
 
     for spec in [inputs] if isinstance(inputs, str) else list(inputs):
         spec = str(spec)
@@ -110,7 +115,7 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
             missing.append((spec, "no such file or folder"))
 
     sources, jobs = set(), []
-    outputs = OutputPaths(output_dir, [f for f, _ in found])
+    outputs = OutputPaths(output_dir, [f for f, _ in found], record)
     twins = (f"_strip{suffix}",) if strip else ()
     for file, root in found:
         if file.resolve() in sources:
@@ -122,7 +127,7 @@ def plan(inputs: str | list[str], output_dir: Path, suffix: str, strip: bool = F
             relative = Path(file.name)
         target, *strip_target = outputs.new(file, suffix, subdir=relative.parent, twins=twins)
         jobs.append(Job(file, target, strip_target[0] if strip else None))
-    return Plan(jobs, missing)
+    return Plan(jobs, missing, record)
 
 
 class Photos(Dataset):
@@ -142,12 +147,13 @@ class Photos(Dataset):
         return {"index": i, "image": image}
 
 
-def _write(rgb: torch.Tensor, target: Path, fmt: str, source: Path, skipped: list) -> bool:
-    """Save RGB in [0, 1] (3, H, W); a failure (disk full, no permission) is listed like an unreadable input."""
+def _write(rgb: torch.Tensor, target: Path, fmt: str, source: Path, skipped: list, record: OutputRecord) -> bool:
+    """Save RGB in [0, 1] (3, H, W), through ``record`` (a new file, or one we wrote before); a failure (disk full,
+    no permission, the name taken meanwhile) is listed like an unreadable input."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(to_uint8(rgb).permute(1, 2, 0).cpu().numpy())
-        image.save(target, quality=95) if fmt == "jpg" else image.save(target)
+        options = {"format": "JPEG", "quality": 95} if fmt == "jpg" else {"format": "PNG"}
+        record.write(target, lambda f: image.save(f, **options))
     except OSError as err:
         skipped.append((str(source), f"could not write {target}: {err}"))
         return False
@@ -198,7 +204,7 @@ def colorize(cfg: DictConfig) -> Result:
                 for k, item in enumerate(good):
                     job = todo.jobs[item["index"]]
                     rgb = colorizer.join(item["image"], ab[k : k + 1])
-                    if not _write(rgb, job.target, cfg.format, job.source, result.skipped):
+                    if not _write(rgb, job.target, cfg.format, job.source, result.skipped, todo.record):
                         continue
                     result.images.append(job.target)
                     if cfg.strip:
@@ -207,7 +213,8 @@ def colorize(cfg: DictConfig) -> Result:
                         if scale < 1:
                             image = F.interpolate(as_float(image)[None], scale_factor=scale, mode="area")[0]
                         frames = [colorizer.join(image, s[k : k + 1]) for s in strips]
-                        if _write(torch.cat(frames, dim=-1), job.strip_target, cfg.format, job.source, result.skipped):
+                        strip_rgb = torch.cat(frames, dim=-1)
+                        if _write(strip_rgb, job.strip_target, cfg.format, job.source, result.skipped, todo.record):
                             result.strips.append(job.strip_target)
             progress.update(len(items))
     return result
