@@ -95,3 +95,140 @@ def test_the_probe_refuses_hostile_settings_and_a_pickle_given_to_resume(alexnet
     with pytest.raises(UnsafeFileError, match=r"resume=.*evil.ckpt: refused"):
         probe(cfg)
     assert not victim.exists()
+
+
+# ---- exported models that are truncated, mis-shaped or non-finite ----------------------------------------------------
+@pytest.fixture
+def exported(narrow_checkpoint, tmp_path) -> Path:
+    from colorization.api import Colorizer
+
+    out = tmp_path / "exported"
+    Colorizer.from_checkpoint(narrow_checkpoint, device="cpu").save_pretrained(out)
+    return out
+
+
+def damaged(exported: Path, how: str) -> Path:
+    import struct
+
+    from safetensors.torch import load_file, save_file
+
+    weights = exported / "model.safetensors"
+    raw = weights.read_bytes()
+    if how == "truncated":
+        weights.write_bytes(raw[: len(raw) // 2])
+    elif how == "header_2_62":
+        weights.write_bytes(struct.pack("<Q", 2**62) + raw[8:])
+    elif how in ("misshaped", "nan"):
+        tensors = load_file(weights)
+        name = next(k for k in tensors if k.endswith("weight") and tensors[k].ndim == 4)
+        tensors[name] = tensors[name][:1] if how == "misshaped" else torch.full_like(tensors[name], float("nan"))
+        save_file(tensors, weights)
+    return exported
+
+
+@pytest.mark.parametrize("how", ["truncated", "header_2_62", "misshaped", "nan"])
+def test_a_damaged_exported_model_is_refused_in_one_line_on_every_path(exported, tmp_path, how):
+    from colorization.api import Colorizer
+    from colorization.demo import load_colorizer
+    from conftest import compose
+
+    model = damaged(exported, how)
+    with pytest.raises(ConfigError, match=r"from_pretrained\(.*exported.*\): (not a readable|refused)") as info:
+        Colorizer.from_pretrained(model, device="cpu")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"pretrained=.*exported") as info:
+        load_colorizer(compose([f"pretrained={model}", "device=cpu"], tmp_path / "demo", "demo"))
+    assert "\n" not in str(info.value)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_colorize_and_evaluate(trained_checkpoint, tmp_path):
+    from colorization.models.pretrained import load_model
+
+    checkpoint = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k in checkpoint["state_dict"] if k.endswith("weight"))
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("inf"))
+    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    with pytest.raises(ConfigError, match=r"ckpt_path=.*diverged.ckpt: refused: its weights hold NaN or infinite"):
+        load_model(str(tmp_path / "diverged.ckpt"))  # what colorize, evaluate and the demo load through
+
+
+# ---- images from strangers: bounded memory, one line for what cannot be read ----------------------------------------
+GIANT_SCRIPT = """
+import resource, sys, time
+import torch
+from colorization.api import Colorizer
+colorizer = Colorizer.from_checkpoint(sys.argv[1], device="cpu")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+if sys.argv[3] == "api":
+    out = colorizer(sys.argv[2])
+    size = out.size
+else:
+    from pathlib import Path
+    from colorization.demo import colorize_file
+    gray, color, strip, path = colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[4]))
+    from PIL import Image
+    size = Image.open(path).size
+print(size[0], size[1], before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+"""
+
+
+def test_a_258_kb_9400_pixel_png_stays_under_3_gb_through_the_api_and_the_demo(narrow_checkpoint, tmp_path):
+    """The PNG passes the decompression-bomb guard (88.4 of 89.5 megapixels); in one piece, the float work of joining
+    L and ab at full resolution took 9.7-11 GB. Peak resident memory of a fresh process, measured."""
+    import subprocess
+    import sys
+
+    from PIL import Image, ImageDraw
+
+    giant = tmp_path / "giant.png"
+    image = Image.new("RGB", (9400, 9400), (120, 90, 60))
+    ImageDraw.Draw(image).ellipse((1000, 1000, 8000, 8000), fill=(30, 140, 200))
+    image.save(giant)
+    assert giant.stat().st_size < 400_000
+    for path in ("api", "demo"):
+        done = subprocess.run(
+            [sys.executable, "-c", GIANT_SCRIPT, str(narrow_checkpoint), str(giant), path, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        width, height, before, peak = done.stdout.split()
+        assert (int(width), int(height)) == (9400, 9400)
+        assert float(peak) < 3.0, f"{path}: peak resident memory {float(peak):.2f} GB (before the image: {before})"
+
+
+def test_the_robustness_corpus_through_the_api_and_the_demo(narrow_checkpoint, tmp_path):
+    """Every readable file comes back colorized at its displayed size; every bad one is a one-line error."""
+    from colorization.api import Colorizer
+    from colorization.data.image_files import BadImageError
+    from colorization.demo import colorize_file
+    from test_robustness import make_corpus
+
+    good, bad = make_corpus(tmp_path / "corpus")
+    colorizer = Colorizer.from_checkpoint(narrow_checkpoint, device="cpu", size=64)
+    for name, path in good.items():
+        from PIL import Image, ImageOps
+
+        size = ImageOps.exif_transpose(Image.open(path)).size
+        assert colorizer(path).size == size, name
+        gray, color, strip, saved = colorize_file(colorizer, str(path), 0.38, [0.0], tmp_path)
+        assert Image.open(saved).size == size, name
+    for name, path in bad.items():
+        with pytest.raises(BadImageError) as info:
+            colorizer(path)
+        assert "\n" not in str(info.value), name
+        with pytest.raises(ValueError, match="is not an image this demo can read") as info:
+            colorize_file(colorizer, str(path), 0.38, [0.0], tmp_path)
+        assert "\n" not in str(info.value), name
+
+
+def test_the_demo_runs_one_colorization_at_a_time_with_a_bounded_queue(narrow_checkpoint):
+    from colorization.api import Colorizer
+    from colorization.demo import QUEUE_SIZE, app
+
+    page = app(Colorizer.from_checkpoint(narrow_checkpoint, device="cpu", size=64))
+    assert page._queue.max_size == QUEUE_SIZE and page._queue.default_concurrency_limit == 1
+    events = [fn for fn in page.fns.values() if fn.name == "run"]
+    assert len(events) == 2 and {fn.concurrency_id for fn in events} == {"colorize"}
+    assert all(fn.concurrency_limit == 1 for fn in events)

@@ -16,6 +16,7 @@ offline).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -27,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from colorization.color import annealed_mean, lightness_and_ab_to_rgb, rgb_to_lightness
+from colorization.color import annealed_mean, join_in_rows, rgb_to_lightness
 from colorization.data.datasets import load_image, to_rgb_tensor
 from colorization.models.module import ColorizationModule
 
@@ -189,9 +190,23 @@ class Colorizer(
         a Hugging Face Hub id (downloaded once, then read from the local cache; offline, ``HF_HUB_OFFLINE=1`` or
         ``local_files_only=True`` reads the cache only). ``kwargs``: huggingface_hub's (revision, cache_dir, token, ...)
         or the constructor's, overriding config.json (size, batch_size)."""
+        from safetensors import SafetensorError
+
+        from colorization.errors import ConfigError
+        from colorization.models.pretrained import check_finite
+
         kwargs.setdefault("strict", True)  # every tensor must be there (the mixin's default would ignore a mismatch)
-        colorizer = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        return colorizer.to(pick_device(device)).eval()
+        what = f"from_pretrained({str(pretrained_model_name_or_path)!r})"
+        try:
+            colorizer = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ConfigError as err:  # its config's settings were refused
+            raise ConfigError(f"{what}: {err}") from err
+        except (SafetensorError, RuntimeError, TypeError, KeyError, json.JSONDecodeError) as err:
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise ConfigError(
+                f"{what}: not a readable exported model (truncated, mis-shaped or foreign: {reason})"
+            ) from err
+        return check_finite(colorizer, what).to(pick_device(device)).eval()
 
     def generate_model_card(self, *args, **kwargs):
         """The Hub model card: the mixin's template with the network's description (``export`` adds the rest)."""
@@ -238,20 +253,22 @@ class Colorizer(
         return [annealed_mean(logits, self.model.bins, t) for t in temperatures]
 
     @staticmethod
-    def join(image: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    def join(image: torch.Tensor, ab: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """An RGB photo (3, H, W) and predicted ab (1, 2, h, w) -> the photo's own L with the ab upsampled to H x W:
-        RGB float (3, H, W) in [0, 1]."""
-        L_full = rgb_to_lightness(as_float(image.to(ab.device))[None])
-        return lightness_and_ab_to_rgb(L_full, ab.float())[0].clamp(0, 1)
+        RGB (3, H, W) in [0, 1] as ``dtype`` (uint8: 0-255), made a few rows at a time (bounded memory)."""
+        return join_in_rows(image, ab, dtype)
 
-    def colorize_batch(self, images: list[torch.Tensor], temperature: float | None = None) -> list[torch.Tensor]:
-        """RGB tensors (3, H, W) (uint8, or float in [0, 1]; sizes may differ) -> colorized RGB float (3, H, W) in
-        [0, 1] on ``self.device``, one forward pass for all of them."""
+    def colorize_batch(
+        self, images: list[torch.Tensor], temperature: float | None = None, dtypes: list[torch.dtype] | None = None
+    ) -> list[torch.Tensor]:
+        """RGB tensors (3, H, W) (uint8, or float in [0, 1]; sizes may differ) -> colorized RGB (3, H, W) in [0, 1]
+        on ``self.device`` (float, or each of ``dtypes``: uint8 for 0-255), one forward pass for all of them."""
         t = self.temperature if temperature is None else float(temperature)
         if t <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
         (ab,) = self.predict_ab(images, [t])
-        return [self.join(image, ab[k : k + 1]) for k, image in enumerate(images)]
+        dtypes = dtypes or [torch.float32] * len(images)
+        return [self.join(image, ab[k : k + 1], dtypes[k]) for k, image in enumerate(images)]
 
     def forward(
         self,
@@ -280,7 +297,8 @@ class Colorizer(
         results = []
         for start in range(0, len(decoded), self.batch_size):
             chunk = decoded[start : start + self.batch_size]
-            results += self.colorize_batch([tensor for tensor, _ in chunk], temperature)
+            dtypes = [torch.uint8 if wants_uint8(kind) else torch.float32 for _, kind in chunk]
+            results += self.colorize_batch([tensor for tensor, _ in chunk], temperature, dtypes)
         out = [from_tensor(rgb, kind) for rgb, (_, kind) in zip(results, decoded, strict=True)]
         return out[0] if single else out
 
@@ -318,9 +336,26 @@ def _checked(rgb: torch.Tensor, what: str) -> torch.Tensor:
     return rgb
 
 
+def shrink(image: torch.Tensor, side: int) -> torch.Tensor:
+    """An RGB image (3, H, W) (uint8 or float) scaled down (antialiased, in its own dtype: no float copy of a huge
+    photo) so that its longer side is at most ``side``."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, side / max(height, width))
+    if scale == 1:
+        return image
+    return v2.functional.resize(image, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
+
+
+def wants_uint8(kind: tuple) -> bool:
+    """Whether the result goes back as 0-255 (a PIL image, a uint8 array or tensor): made as uint8 directly."""
+    if kind[0] == "pil":
+        return True
+    return np.dtype(kind[1]) == np.uint8 if kind[0] == "numpy" else kind[1] == torch.uint8
+
+
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
-    """RGB float in [0, 1] -> uint8, rounded."""
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+    """RGB float in [0, 1] -> uint8, rounded; uint8 stays."""
+    return rgb if rgb.dtype == torch.uint8 else (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def from_tensor(rgb: torch.Tensor, kind: tuple) -> Any:
@@ -330,6 +365,6 @@ def from_tensor(rgb: torch.Tensor, kind: tuple) -> Any:
     if kind[0] == "numpy":
         dtype = np.dtype(kind[1])
         hwc = rgb.permute(1, 2, 0).cpu()
-        return (to_uint8(hwc).numpy() if dtype == np.uint8 else hwc.numpy()).astype(dtype, copy=False)
+        return (to_uint8(hwc).numpy() if dtype == np.uint8 else as_float(hwc).numpy()).astype(dtype, copy=False)
     dtype, device = kind[1], kind[2]
-    return (to_uint8(rgb) if dtype == torch.uint8 else rgb.to(dtype)).to(device)
+    return (to_uint8(rgb) if dtype == torch.uint8 else as_float(rgb).to(dtype)).to(device)

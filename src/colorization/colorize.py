@@ -24,13 +24,12 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from colorization.api import Colorizer, as_float, to_uint8
+from colorization.api import Colorizer, shrink, to_uint8
 from colorization.data.datasets import load_image
 from colorization.data.safety import OutputPaths, OutputRecord
 from colorization.data.sources import IMAGE_EXTENSIONS
@@ -203,16 +202,13 @@ def colorize(cfg: DictConfig) -> Result:
                 ab, *strips = colorizer.predict_ab([it["image"] for it in good], temperatures)
                 for k, item in enumerate(good):
                     job = todo.jobs[item["index"]]
-                    rgb = colorizer.join(item["image"], ab[k : k + 1])
+                    rgb = colorizer.join(item["image"], ab[k : k + 1], torch.uint8)  # a few rows at a time
                     if not _write(rgb, job.target, cfg.format, job.source, result.skipped, todo.record):
                         continue
                     result.images.append(job.target)
                     if cfg.strip:
-                        image = item["image"]
-                        scale = min(1.0, STRIP_MAX_SIDE / max(image.shape[-2:]))
-                        if scale < 1:
-                            image = F.interpolate(as_float(image)[None], scale_factor=scale, mode="area")[0]
-                        frames = [colorizer.join(image, s[k : k + 1]) for s in strips]
+                        image = shrink(item["image"], STRIP_MAX_SIDE)
+                        frames = [colorizer.join(image, s[k : k + 1], torch.uint8) for s in strips]
                         strip_rgb = torch.cat(frames, dim=-1)
                         if _write(strip_rgb, job.strip_target, cfg.format, job.source, result.skipped, todo.record):
                             result.strips.append(job.strip_target)

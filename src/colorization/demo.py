@@ -18,11 +18,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 
-from colorization.api import Colorizer, as_float, to_uint8
+from colorization.api import Colorizer, shrink, to_uint8
 from colorization.data.datasets import BadImageError, load_image
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
@@ -34,16 +33,12 @@ register_resolvers()
 
 SAMPLES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
 STRIP_SIDE = 256  # each frame of the on-page strip is at most this long
+PREVIEW_SIDE = 1024  # the page's images; the full-resolution result is the download
+QUEUE_SIZE = 16  # requests waiting beyond the one being colorized are refused ("queue full"), not piled up
 
 
 def to_pil(rgb: torch.Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(rgb).permute(1, 2, 0).cpu().numpy())
-
-
-def shrink(image: torch.Tensor, side: int) -> torch.Tensor:
-    """An RGB image (3, H, W) scaled down (area) so that its longer side is at most ``side``."""
-    scale = min(1.0, side / max(image.shape[-2:]))
-    return F.interpolate(as_float(image)[None], scale_factor=scale, mode="area")[0] if scale < 1 else as_float(image)
 
 
 def colorize_file(
@@ -62,14 +57,14 @@ def colorize_file(
         raise ValueError(f"{name} is not an image this demo can read ({kind}): upload a JPEG, PNG, ... photo.") from err
     temperatures = [float(temperature), *strip_temperatures] if colorizer.classification else [float(temperature)]
     ab, *strip_ab = colorizer.predict_ab([image], temperatures)
-    color = colorizer.join(image, ab)
-    gray = colorizer.join(image, torch.zeros_like(ab))
-    small = shrink(image, STRIP_SIDE)
-    strip = torch.cat([colorizer.join(small, s) for s in strip_ab], dim=-1) if strip_ab else shrink(color, STRIP_SIDE)
     target = out / f"{Path(name).stem}_colorized.png"
-    full = to_pil(color)
-    full.save(target)
-    return to_pil(gray), full, to_pil(strip), str(target)
+    to_pil(colorizer.join(image, ab, torch.uint8)).save(target)  # full resolution, made a few rows at a time
+    preview = shrink(image, PREVIEW_SIDE)
+    color = colorizer.join(preview, ab, torch.uint8)
+    gray = colorizer.join(preview, torch.zeros_like(ab), torch.uint8)
+    small = shrink(image, STRIP_SIDE)
+    strip = [colorizer.join(small, s, torch.uint8) for s in strip_ab] or [colorizer.join(small, ab, torch.uint8)]
+    return to_pil(gray), to_pil(color), to_pil(torch.cat(strip, dim=-1)), str(target)
 
 
 def app(
@@ -111,8 +106,12 @@ def app(
         strip = gr.Image(label=strip_label, type="pil", format="png", elem_id="strip")
         download = gr.File(label="Full-resolution result (PNG)", elem_id="download", interactive=False)
         outputs = [gray, color, strip, download]
-        upload.change(run, [upload, temperature], outputs)
-        temperature.release(run, [upload, temperature], outputs)
+        # one colorization at a time for both events (an upload and a slider move are separate events), and a
+        # bounded queue: set here, so a Space's plain launch() keeps them
+        limits = dict(concurrency_limit=1, concurrency_id="colorize")
+        upload.change(run, [upload, temperature], outputs, **limits)
+        temperature.release(run, [upload, temperature], outputs, **limits)
+    page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     page.sample_dir = str(sample_photo_dir())  # launch(allowed_paths=...) must let the page show the samples
     return page
 
@@ -148,7 +147,7 @@ def main(cfg: DictConfig) -> None:
         colorizer.model.hparams.temperature = float(cfg.temperature)
     page = app(colorizer, list(cfg.strip_temperatures))
     log.info("the demo on http://%s:%d (device %s)", cfg.host, cfg.port, colorizer.device)
-    page.queue().launch(
+    page.launch(
         server_name=cfg.host,
         server_port=cfg.port,
         share=False,

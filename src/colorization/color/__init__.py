@@ -1,7 +1,7 @@
 """The paper's color math as pure, batched torch functions (CPU or GPU, no per-pixel Python)."""
 
 from colorization.color.bins import ab_bins
-from colorization.color.decode import annealed_mean, lightness_and_ab_to_rgb
+from colorization.color.decode import annealed_mean, join_in_rows, lightness_and_ab_to_rgb
 from colorization.color.encode import SoftEncoder, gray_mask, nearest_bins, soft_encode, soft_encode_sparse
 from colorization.color.lab import lab_to_rgb, rgb_to_lab, rgb_to_lightness, uint8_to_lab, uint8_to_lightness
 from colorization.color.prior import (
@@ -22,6 +22,7 @@ __all__ = [
     "image_bin_counts",
     "gray_mask",
     "lab_to_rgb",
+    "join_in_rows",
     "lightness_and_ab_to_rgb",
     "load_reference",
     "nearest_bins",

@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 AUTHORS_NUM_BINS = 313
 
 
+def check_finite(module: torch.nn.Module, what: str) -> torch.nn.Module:
+    """``module``, or a one-line ConfigError when a weight or buffer holds NaN or infinity (a diverged or damaged
+    file would colorize every photo black)."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(f"{what}: refused: its weights hold NaN or infinite values ({name})")
+    return module
+
+
 def load_module(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
     """A ColorizationModule from one of our Lightning checkpoints (bins and prior included), on the CPU.
 
@@ -38,9 +47,16 @@ def load_module(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
         raise ConfigError(f"{key}={path}: no such file")
     load_checkpoint(p, key, mmap=True)
     try:
-        return ColorizationModule.load_from_checkpoint(p, map_location="cpu")
+        module = ColorizationModule.load_from_checkpoint(p, map_location="cpu")
+    except ConfigError as err:  # its settings were refused: the message says which
+        raise ConfigError(f"{key}={path}: {err}") from err
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        raise ConfigError(f"{key}={path}: not a colorization.train checkpoint ({err})") from err
+        raise ConfigError(f"{key}={path}: not a colorization.train checkpoint ({_one_line(err)})") from err
+    return check_finite(module, f"{key}={path}")
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:300]
 
 
 def check_authors_state_dict(state: dict, key: str) -> None:
@@ -106,7 +122,7 @@ def load_authors_weights(
     module = ColorizationModule(arch="eccv16", loss=loss, temperature=temperature, bins=bins, prior=prior)
     result = module.net.load_state_dict(state, strict=False)
     assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
-    return module
+    return check_finite(module, f"{key}={path}")
 
 
 def load_model(

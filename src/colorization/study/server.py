@@ -146,6 +146,7 @@ def create_app(study: Path) -> FastAPI:
         """422 without echoing the input (FastAPI's own answer put an Infinity in its JSON: a 500)."""
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
+
     page = resources.files("colorization.study").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
