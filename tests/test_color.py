@@ -666,3 +666,24 @@ def test_integer_rgb_is_refused_rather_than_misread():
         with pytest.raises(TypeError, match="uint8_to_lab"):
             fn(image)
     np.testing.assert_allclose(uint8_to_lab(image).permute(1, 2, 0).numpy(), rgb2lab(photo), atol=1e-3)
+
+
+def test_joining_in_rows_equals_joining_the_whole_photo_and_skimage():
+    """The API joins L and ab a few rows at a time (bounded memory): the same as upsampling the whole ab with
+    F.interpolate and converting at once, and as scikit-image's lab2rgb of the photo's L with that ab."""
+    import torch.nn.functional as F
+    from skimage.color import lab2rgb, rgb2lab
+
+    from colorization.color import join_in_rows, lightness_and_ab_to_rgb, rgb_to_lightness
+
+    rgb = torch.from_numpy(skimage.data.chelsea()[:75, :101].copy()).permute(2, 0, 1)  # odd sizes: ragged strips
+    ab = torch.randn(1, 2, 9, 13) * 40
+    whole = lightness_and_ab_to_rgb(rgb_to_lightness(rgb[None].float() / 255), ab)[0].clamp(0, 1)
+    for rows in (1, 7, 256):
+        strips = join_in_rows(rgb, ab, rows=rows)
+        assert (strips - whole).abs().max() < 1e-5, rows
+        assert torch.equal(join_in_rows(rgb, ab, torch.uint8, rows), (whole * 255).round().to(torch.uint8))
+    up = F.interpolate(ab, size=(75, 101), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    lab = rgb2lab(rgb.permute(1, 2, 0).numpy())
+    expected = lab2rgb(np.dstack([lab[..., :1], up]))
+    assert np.abs(join_in_rows(rgb, ab).permute(1, 2, 0).numpy() - expected).max() < 2e-3
