@@ -154,11 +154,16 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_by_colorize_and_evaluat
 
 # ---- images from strangers: bounded memory, one line for what cannot be read ----------------------------------------
 GIANT_SCRIPT = """
-import resource, sys, time
+import sys
 import torch
 from colorization.api import Colorizer
+
+def peak_gb():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork and exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1e6
+
 colorizer = Colorizer.from_checkpoint(sys.argv[1], device="cpu")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+before = peak_gb()
 if sys.argv[3] == "api":
     out = colorizer(sys.argv[2])
     size = out.size
@@ -168,7 +173,7 @@ else:
     gray, color, strip, path = colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[4]))
     from PIL import Image
     size = Image.open(path).size
-print(size[0], size[1], before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+print(size[0], size[1], before, peak_gb())
 """
 
 
