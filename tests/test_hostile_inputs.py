@@ -237,3 +237,24 @@ def test_the_demo_runs_one_colorization_at_a_time_with_a_bounded_queue(narrow_ch
     events = [fn for fn in page.fns.values() if fn.name == "run"]
     assert len(events) == 2 and {fn.concurrency_id for fn in events} == {"colorize"}
     assert all(fn.concurrency_limit == 1 for fn in events)
+
+
+def test_max_pixels_refuses_larger_images_in_one_line(trained_checkpoint, tmp_path):
+    from PIL import Image
+
+    from colorization.colorize import colorize
+    from conftest import compose
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "small.png")
+    Image.new("RGB", (400, 300), (10, 200, 10)).save(tmp_path / "large.png")
+    args = [f"ckpt_path={trained_checkpoint}", f"input={tmp_path}", f"output={tmp_path / 'out'}", "size=32",
+            "num_workers=0", "max_pixels=10000"]  # fmt: skip
+    try:
+        result = colorize(compose(args, tmp_path / "run", "colorize"))
+    finally:
+        Image.MAX_IMAGE_PIXELS = 89_478_485  # PIL's default: this process goes on with other tests
+    assert [p.name for p in result.images] == ["small.png"]
+    ((name, reason),) = result.skipped
+    assert name.endswith("large.png") and "DecompressionBomb" in reason and "\n" not in reason
+    with pytest.raises(ConfigError, match="max_pixels=0 must be a positive integer"):
+        colorize(compose([*args[:-1], "max_pixels=0"], tmp_path / "run2", "colorize"))

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from colorization.api import Colorizer, shrink, to_uint8
 from colorization.data.datasets import load_image
+from colorization.data.image_files import set_max_pixels
 from colorization.data.safety import OutputPaths, OutputRecord
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
@@ -176,6 +177,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"strip_temperatures={cfg.strip_temperatures} must be a non-empty list of T >= 0")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be >= 1")
+    set_max_pixels(cfg.max_pixels)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from colorization.api import Colorizer, shrink, to_uint8
 from colorization.data.datasets import BadImageError, load_image
+from colorization.data.image_files import set_max_pixels
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
@@ -140,6 +141,7 @@ def load_colorizer(cfg: DictConfig) -> Colorizer:
 def main(cfg: DictConfig) -> None:
     if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
         raise ConfigError(f"port={cfg.port} must be an integer in 1..65535")
+    set_max_pixels(cfg.max_pixels)
     colorizer = load_colorizer(cfg)
     if cfg.temperature is not None:
         if cfg.temperature <= 0:

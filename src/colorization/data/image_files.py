@@ -24,6 +24,16 @@ class BadImageError(ValueError):
         self.name = name or message
 
 
+def set_max_pixels(max_pixels: int, key: str = "max_pixels") -> None:
+    """The largest image (in pixels) that ``load_image`` reads, for this process and the loader workers it starts;
+    PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default), which Python callers may set directly."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        from colorization.errors import ConfigError
+
+        raise ConfigError(f"{key}={max_pixels} must be a positive integer (pixels)")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image of any mode (CMYK, palette, gray, 16-bit, alpha; EXIF-rotated) -> uint8 (3, H, W)."""
     image = ImageOps.exif_transpose(image)
