@@ -153,3 +153,43 @@ def test_a_run_that_cannot_make_one_training_batch_fails_in_one_line(tmp_path, c
     line = _one_line(err)
     assert line.startswith("error: data.batch_size=40 is larger than the ") and "training images" in line, line
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+COMMANDS = ["train", "evaluate", "probe", "prior", "colorize", "demo", "export", "bench", "shards", "study"]
+
+
+def run_main(command: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """``python -m colorization.<command> ARGS`` in this process: (exit status, stdout, stderr)."""
+    import importlib
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    module = importlib.import_module(f"colorization.{command}" + (".__main__" if command == "study" else ""))
+    monkeypatch.setattr(sys, "argv", [f"colorization.{command}", *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    try:
+        module.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        GlobalHydra.instance().clear()
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_gives_one_line_and_exit_2_for_a_mistyped_key_and_exit_0_for_help(
+    command, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
+    action = ["make"] if command == "study" else []
+    code, _, err = run_main(command, [*action, "nosuchkey=1"], monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and lines == ["error: nosuchkey: no such config key (a new key needs a '+': +nosuchkey=VALUE)"], (
+        err
+    )
+    code, out, _ = run_main(command, ["--help"], monkeypatch, capsys)
+    assert code == 0 and ("usage" in out or "powered by Hydra" in out), out[:300]

@@ -44,10 +44,9 @@ from colorization.color import ab_bins
 from colorization.data.datasets import split_key
 from colorization.data.sources import SAMPLE_TRAIN, SAMPLE_VAL, sample_photo_dir
 from colorization.models.module import ColorizationModule
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 FAST = {  # bench.fast=true on CUDA: what trainer=gpu_fast switches on
     "trainer.precision": "bf16-mixed",
@@ -571,8 +570,7 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
-@one_line_errors
+@command("bench")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

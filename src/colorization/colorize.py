@@ -22,7 +22,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 from PIL import Image
@@ -36,10 +35,9 @@ from colorization.data.safety import OutputPaths, OutputRecord
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 FORMATS = ("png", "jpg")
 STRIP_MAX_SIDE = 512  # each frame of a temperature strip is at most this long: 7 full-size photos side by side are huge
@@ -218,8 +216,7 @@ def colorize(cfg: DictConfig) -> Result:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="colorize")
-@one_line_errors
+@command("colorize")
 def main(cfg: DictConfig) -> None:
     result = colorize(cfg)
     print(f"colorized {len(result.images)} image(s) into {Path(cfg.output).expanduser()}")

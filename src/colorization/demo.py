@@ -16,7 +16,6 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no network
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
@@ -27,10 +26,9 @@ from colorization.data.image_files import set_max_pixels
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 SAMPLES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
 STRIP_SIDE = 256  # each frame of the on-page strip is at most this long
@@ -135,9 +133,7 @@ def load_colorizer(cfg: DictConfig) -> Colorizer:
     return Colorizer.from_module(module, cfg.device, size=cfg.size)
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="demo")
-@one_line_errors
+@command("demo")
 def main(cfg: DictConfig) -> None:
     if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
         raise ConfigError(f"port={cfg.port} must be an integer in 1..65535")

@@ -35,10 +35,9 @@ from colorization.data.sources import class_labels, class_of, list_images, load_
 from colorization.errors import ConfigError
 from colorization.metrics import AuC, Colorfulness, psnr, ssim, topk_accuracy
 from colorization.models.pretrained import load_model
-from colorization.utils import build_trainer, config_dir, logged_run, one_line_errors, register_resolvers
+from colorization.utils import build_trainer, command, logged_run
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 ROWS = ("model", "gray", "random", "ground_truth")
 PROTOCOLS = ("center_crop", "resize")
@@ -524,8 +523,7 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     return evaluation.results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
-@one_line_errors
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

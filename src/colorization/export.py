@@ -16,7 +16,6 @@ import logging
 import warnings
 from pathlib import Path
 
-import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -27,10 +26,9 @@ from colorization.errors import ConfigError
 from colorization.evaluate import markdown_table
 from colorization.models.eccv16 import AB_SCALE
 from colorization.models.pretrained import load_model
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
@@ -162,9 +160,7 @@ def export(cfg: DictConfig) -> Path:
     return out
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
-@one_line_errors
+@command("export")
 def main(cfg: DictConfig) -> None:
     out = export(cfg)
     print(f"exported to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))

@@ -26,10 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import image_bin_counts, load_reference, smooth_prior, weight_uncertainty
 from colorization.errors import ConfigError
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 PRIOR_FILE_KEYS = ("bins", "prior", "counts", "meta")
 
@@ -141,9 +140,7 @@ def estimate_and_save(cfg: DictConfig) -> Path:
     return path
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="prior")
-@one_line_errors
+@command("prior")
 def main(cfg: DictConfig) -> None:
     print(f"written: {estimate_and_save(cfg)}")
 

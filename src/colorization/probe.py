@@ -25,10 +25,9 @@ from colorization.models.data_init import calibrate_gradient_ratio
 from colorization.models.module import PORT_LAYOUT, build_network
 from colorization.models.pretrained import load_module
 from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
-from colorization.utils import build_trainer, config_dir, logged_run, one_line_errors, register_resolvers
+from colorization.utils import build_trainer, command, logged_run
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 BASELINES = ("random",)
 CHECKPOINT = "checkpoint"  # the name of the probed checkpoint's backbone in metrics and reports
@@ -222,8 +221,7 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
     return trainer, report
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="probe")
-@one_line_errors
+@command("probe")
 def main(cfg: DictConfig) -> None:
     probe(cfg)
 

@@ -21,10 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from colorization.data.shards import FORMATS, NO_LABEL, SPLITS, Encoding, ImageRef, shuffled, write_split
 from colorization.data.sources import class_labels, load_hf_split, sample_split
 from colorization.errors import ConfigError
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import command
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 CHROMA = {444: 0, 420: 2}  # subsampling= -> PIL's
 
@@ -158,9 +157,7 @@ def convert(cfg: DictConfig) -> dict:
     return records
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="shards")
-@one_line_errors
+@command("shards")
 def main(cfg: DictConfig) -> None:
     convert(cfg)
 

@@ -35,15 +35,11 @@ from colorization.prior import estimate_prior_from_data, load_prior, save_prior
 from colorization.sweeps import job_guard
 from colorization.utils import (
     build_trainer,
-    config_dir,
+    command,
     logged_run,
-    one_line_errors,
-    one_line_hydra_errors,
-    register_resolvers,
 )
 
 log = logging.getLogger(__name__)
-register_resolvers()
 
 
 def _check_type(cfg: DictConfig, key: str, kind: type, optional: bool = False) -> None:
@@ -289,9 +285,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     return trainer
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-@one_line_errors
+@command("train")
 @job_guard  # multiruns: a failing job is recorded (error.txt, result.json) and the sweep goes on
 def main(cfg: DictConfig) -> float | None:
     trainer = train(cfg)

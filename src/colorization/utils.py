@@ -121,6 +121,25 @@ def logged_run(trainer, cfg: DictConfig):
                 finish(exit_code=1 if failed else 0)
 
 
+def command(config_name: str):
+    """The one entry of every command (``python -m colorization.<command>``): the resolvers registered, Hydra's main
+    over ``conf/<config_name>.yaml``, and a bad command line or value ended in one line with exit status 2."""
+
+    def decorate(fn):
+        import hydra
+
+        main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(one_line_errors(fn))
+
+        @functools.wraps(main)
+        def entry(*args, **kwargs):
+            register_resolvers()
+            return one_line_hydra_errors(main)(*args, **kwargs)
+
+        return entry
+
+    return decorate
+
+
 def one_line_errors(fn):
     """Configuration and reference-file errors end the program with one line naming the key."""
 

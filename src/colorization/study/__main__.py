@@ -5,20 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from colorization.errors import ConfigError
-from colorization.utils import config_dir, one_line_errors, one_line_hydra_errors, register_resolvers
+from colorization.utils import command
 
-register_resolvers()
 ACTIONS = ("make", "serve", "report")
 USAGE = "usage: python -m colorization.study make|serve|report study=DIR [overrides]"
 
 
-@one_line_hydra_errors
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="study")
-@one_line_errors
+@command("study")
 def run(cfg: DictConfig) -> None:
     if cfg.action not in ACTIONS:
         raise ConfigError(f"action={cfg.action!r} is not one of {ACTIONS} ({USAGE})")
@@ -42,6 +38,9 @@ def run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help"):
+        print(f"{USAGE}\nmake: the photos and pairs; serve: the page; report: the fooling rates (conf/study.yaml)")
+        sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in ACTIONS:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
