@@ -10,7 +10,7 @@ import torch
 from skimage.color import rgb2lab
 
 from colorization.color import SoftEncoder, ab_bins, uint8_to_lab, uint8_to_lightness
-from colorization.models.module import lab_inputs
+from colorization.color.targets import lab_inputs
 
 
 def test_uint8_lab_and_lightness_match_skimage():

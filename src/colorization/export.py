@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from colorization.api import Colorizer
+from colorization.color.targets import AB_SCALE
 from colorization.errors import ConfigError
 from colorization.evaluate import markdown_table
-from colorization.models.eccv16 import AB_SCALE
 from colorization.models.pretrained import load_model
 from colorization.utils import command
 

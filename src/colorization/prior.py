@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from colorization.color import image_bin_counts, load_reference, smooth_prior, weight_uncertainty
+from colorization.color.targets import lab_inputs
 from colorization.errors import ConfigError
 from colorization.utils import command
 
@@ -38,7 +39,6 @@ def estimate_prior_from_data(
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The smoothed prior (Q,), the raw counts (Q,) and a record of what was read, from a uniform random sample of
     ``images`` training images of ``datamodule`` (all of them when None)."""
-    from colorization.models.module import lab_inputs
 
     datamodule.setup("fit")
     per_image = []

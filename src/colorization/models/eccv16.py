@@ -21,7 +21,6 @@ from colorization.models.batchnorm import batchnorm as make_batchnorm
 from colorization.models.flops import forward_flops
 
 L_CENTER = 50.0  # the input is (L - 50) / input_scale
-AB_SCALE = 110.0  # regression output unit: ab = 110 * output, as in the authors' port
 
 
 def scaled(channels: int, width: float) -> int:

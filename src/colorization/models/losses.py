@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorization.models.eccv16 import AB_SCALE
+from colorization.color.targets import AB_SCALE
 
 VARIANTS = ("l2", "unbalanced", "rebalanced")
 

@@ -15,15 +15,11 @@ from colorization.checkpoints import checked_settings, instantiate_setting
 from colorization.color import (
     SoftEncoder,
     annealed_mean,
-    gray_mask,
     rebalance_weights,
-    rgb_to_lab,
-    rgb_to_lightness,
-    uint8_to_lab,
-    uint8_to_lightness,
 )
+from colorization.color.targets import AB_SCALE, make_targets
 from colorization.models.alexnet import AlexNetColorization
-from colorization.models.eccv16 import AB_SCALE, ECCV16
+from colorization.models.eccv16 import ECCV16
 from colorization.models.losses import ColorizationLoss
 from colorization.models.nonfinite import nonfinite_gradients, skip_if_nonfinite
 
@@ -48,16 +44,6 @@ def network_class(arch: str) -> type[nn.Module]:
 def build_network(arch: str, out_channels: int, **options) -> nn.Module:
     """The network of ``model.arch`` with ``options`` (batchnorm, input_scale, width)."""
     return network_class(arch)(out_channels=out_channels, **options)
-
-
-def lab_inputs(images: torch.Tensor, stride: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB (B, 3, H, W) -> L (B, 1, H, W) and ab at 1/stride resolution (stride pick, as the authors).
-
-    Only the picked pixels are converted to float for ab; L comes from a lookup table for uint8 input."""
-    picked = images[..., ::stride, ::stride]
-    if images.dtype != torch.uint8:
-        return rgb_to_lightness(images.float() / 255), rgb_to_lab(picked.float() / 255)[:, 1:]
-    return uint8_to_lightness(images), uint8_to_lab(picked)[:, 1:]
 
 
 class ColorizationModule(L.LightningModule):
@@ -130,14 +116,11 @@ class ColorizationModule(L.LightningModule):
         if not isinstance(batch, dict) and batch.dtype != torch.uint8:
             return batch  # the network's input as it is: example_input_array (L), for Lightning's model summary
         images = batch["image"] if isinstance(batch, dict) else batch
-        L_full, ab = lab_inputs(images, self.net.target_stride)
-        out = {"image": images, "L": L_full, "ab": ab, "mask": gray_mask(ab, self.hparams.gray_threshold)}
+        encoding = (self.encoder, self.class_weights) if self.criterion.classification else ()
+        out = {"image": images, **make_targets(images, self.net.target_stride, self.hparams.gray_threshold, *encoding)}
         for key in ("label", "skipped"):  # skipped: files the datasets replaced (callbacks.SkippedImages counts)
             if isinstance(batch, dict) and key in batch:
                 out[key] = batch[key]
-        if self.criterion.classification:
-            out["idx"], out["wts"] = self.encoder(ab)
-            out["pixel_weight"] = self.class_weights.take(out["idx"][:, 0])  # take: fast gather on a CPU too
         return out
 
     # ---- forward and decoding -----------------------------------------------------------------

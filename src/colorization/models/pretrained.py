@@ -18,8 +18,9 @@ from colorization.checkpoints import load_checkpoint
 from colorization.color import ab_bins
 from colorization.color.bins import GRID_STEP
 from colorization.color.reference import ReferenceError
+from colorization.color.targets import AB_SCALE
 from colorization.errors import ConfigError
-from colorization.models.eccv16 import AB_SCALE, ECCV16
+from colorization.models.eccv16 import ECCV16
 from colorization.models.init_from import AUTHORS_HEAD
 from colorization.models.module import ColorizationModule
 
