@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from colorization.api import Colorizer, shrink, to_uint8
+from colorization.color.decode import STRIP_TEMPERATURES
 from colorization.data.datasets import BadImageError, load_image
 from colorization.data.image_files import set_max_pixels
 from colorization.data.sources import sample_photo_dir
@@ -72,7 +73,7 @@ def app(
     """The Gradio page for ``colorizer`` (a ``gradio.Blocks``; ``.launch()`` serves it)."""
     import gradio as gr
 
-    strip_temperatures = list(strip_temperatures or [1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.0])
+    strip_temperatures = list(strip_temperatures or STRIP_TEMPERATURES)
     out = Path(tempfile.mkdtemp(prefix="colorization-demo-"))
 
     def run(path, temperature):

@@ -23,6 +23,7 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from colorization.color.decode import STRIP_TEMPERATURES
 from colorization.color.reference import ReferenceError
 from colorization.errors import ConfigError
 from colorization.sweeps import sweep_group, sweep_job_name
@@ -78,6 +79,7 @@ def register_resolvers() -> None:
         "sweep_group": sweep_group,  # W&B group / name of a multirun job (None outside multiruns)
         "sweep_job_name": sweep_job_name,
         "negate": lambda value: not value,
+        "strip_temperatures": lambda: list(STRIP_TEMPERATURES),  # the paper's strip, one fact in color.decode
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

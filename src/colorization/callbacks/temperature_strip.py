@@ -12,10 +12,11 @@ from PIL import Image, ImageDraw
 
 from colorization.callbacks.media import save_and_log
 from colorization.color import annealed_mean, lightness_and_ab_to_rgb
+from colorization.color.decode import STRIP_TEMPERATURES
 
 log = logging.getLogger(__name__)
 
-TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.0)
+TEMPERATURES = STRIP_TEMPERATURES
 
 
 def decode_at_temperatures(logits: torch.Tensor, bins: torch.Tensor, temperatures=TEMPERATURES) -> torch.Tensor:

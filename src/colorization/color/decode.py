@@ -7,6 +7,9 @@ import torch.nn.functional as F
 
 from colorization.color.lab import lab_to_rgb, rgb_to_lightness
 
+# The paper's temperature strip (Fig. 3): from the mean (T = 1) to the mode (T = 0); 0.38 is its choice.
+STRIP_TEMPERATURES = (1.0, 0.77, 0.58, 0.38, 0.29, 0.14, 0.0)
+
 
 def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, T: float = 0.38) -> torch.Tensor:
     """(B, Q, h, w) logits -> (B, 2, h, w) ab: E[bins] under f_T(z) = softmax(logits / T).

@@ -195,7 +195,13 @@ class ColorizationModule(L.LightningModule):
 
 
 # The paper's Adam (used when a module is built without an optimizer config)
-DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-5, "betas": [0.9, 0.99], "fused": True}
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.Adam",
+    "_partial_": True,
+    "lr": 3.16e-5,
+    "betas": [0.9, 0.99],
+    "fused": True,
+}
 
 
 def caffe_param_groups(net: nn.Module, lr: float, decay: float, bias_lr_mult=1.0, bias_decay_mult=1.0) -> list[dict]:
