@@ -5,3 +5,11 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key. Raised before any heavy work."""
+
+
+def check_number(value, key: str, integer: bool = False):
+    """``value`` if it is a number (an integer when ``integer``; never a bool), else a one-line ConfigError."""
+    kinds = int if integer else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(f"{key}={value!r} must be {'an integer' if integer else 'a number'}")
+    return value

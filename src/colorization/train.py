@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from colorization.checkpoints import load_checkpoint
 from colorization.color import load_reference, uint8_to_lightness
 from colorization.color.bins import resolve_bins
-from colorization.errors import ConfigError
-from colorization.models.batchnorm import BATCHNORM_KINDS
+from colorization.color.encode import check_soft_encoding
+from colorization.color.prior import check_lam
+from colorization.errors import ConfigError, check_number
+from colorization.models.batchnorm import check_kind
 from colorization.models.data_init import INIT_METHODS, kmeans_init
 from colorization.models.init_from import (
     AUTHORS_HEAD,
@@ -28,8 +30,8 @@ from colorization.models.init_from import (
     network_tensors,
     read_init_state,
 )
-from colorization.models.losses import VARIANTS
-from colorization.models.module import network_class
+from colorization.models.losses import check_variant
+from colorization.models.module import check_temperature, network_class
 from colorization.models.pretrained import authors_bins, check_authors_state_dict
 from colorization.prior import estimate_prior_from_data, load_prior, save_prior
 from colorization.sweeps import job_guard
@@ -42,36 +44,19 @@ from colorization.utils import (
 log = logging.getLogger(__name__)
 
 
-def _check_type(cfg: DictConfig, key: str, kind: type, optional: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and optional:
-        return
-    ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
-    if isinstance(value, bool) or not ok:
-        raise ConfigError(f"{key}={value!r} must be {'an integer' if kind is int else 'a number'}")
-
-
 def validate(cfg: DictConfig) -> None:
     """Cheap checks of the values that would otherwise fail deep inside a run."""
-    for key in ("loss.lam", "loss.sigma", "model.temperature"):
-        _check_type(cfg, key, float)
-    for key in ("loss.k", "data.crop_size", "data.batch_size", "trainer.max_steps", "model.init_batches"):
-        _check_type(cfg, key, int)
+    for key in ("data.crop_size", "data.batch_size", "trainer.max_steps", "model.init_batches"):
+        check_number(OmegaConf.select(cfg, key), key, integer=True)
     for key in ("data.resize", "data.num_workers", "color.prior_images"):
-        _check_type(cfg, key, int, optional=True)
+        if OmegaConf.select(cfg, key) is not None:
+            check_number(OmegaConf.select(cfg, key), key, integer=True)
     if (cfg.data.get("num_workers") or 0) < 0:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
-    loss = cfg.loss
-    if loss.name not in VARIANTS:
-        raise ConfigError(f"loss.name={loss.name!r} is not one of {VARIANTS}")
-    if not 0 <= loss.lam <= 1:
-        raise ConfigError(f"loss.lam={loss.lam} must be in [0, 1]")
-    if loss.sigma <= 0:
-        raise ConfigError(f"loss.sigma={loss.sigma} must be > 0")
-    if loss.k < 1:
-        raise ConfigError(f"loss.k={loss.k} must be >= 1")
-    if cfg.model.temperature <= 0:
-        raise ConfigError(f"model.temperature={cfg.model.temperature} must be > 0")
+    check_variant(cfg.loss.name)  # each check lives with what it checks; here they run before any data is read
+    check_lam(cfg.loss.lam)
+    check_soft_encoding(cfg.loss.k, cfg.loss.sigma)
+    check_temperature(cfg.model.temperature)
     model = cfg.model
     try:
         net = network_class(model.arch)
@@ -81,8 +66,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.crop_size={cfg.data.crop_size}: model.arch={model.arch} needs a multiple of {net.crop_multiple}"
         )
-    if model.get("batchnorm", "caffe") not in BATCHNORM_KINDS:
-        raise ConfigError(f"model.batchnorm={model.batchnorm!r} is not one of {BATCHNORM_KINDS}")
+    check_kind(model.get("batchnorm", "caffe"))
     if model.get("init", "default") not in INIT_METHODS:
         raise ConfigError(f"model.init={model.init!r} is not one of {INIT_METHODS}")
     if (cfg.color.get("prior_images") or 1) < 1:
@@ -215,8 +199,7 @@ def adopt_authors_weights(cfg: DictConfig, state: dict) -> torch.Tensor:
             )
     else:
         log.info("model.init_from: the authors' 313 bins (color.bins=srgb, the default, is not used)")
-    if cfg.loss.k > len(bins):
-        raise ConfigError(f"loss.k={cfg.loss.k} is larger than the number of bins Q={len(bins)}")
+    check_soft_encoding(cfg.loss.k, cfg.loss.sigma, len(bins))
     return bins
 
 

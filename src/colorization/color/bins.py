@@ -21,7 +21,6 @@ import torch
 
 from colorization.color.lab import rgb_to_lab
 from colorization.color.reference import cache_dir, load_reference
-from colorization.errors import ConfigError
 
 GRID_STEP = 10.0
 
@@ -65,6 +64,7 @@ def resolve_bins(cfg) -> torch.Tensor:
     """The bins of a run's config: ``color.bins`` (srgb | official | a path), checked against ``loss.k``."""
     source = cfg.color.bins
     bins = ab_bins(source if source in ("srgb", "official") else Path(source).expanduser(), download=cfg.color.download)
-    if cfg.loss.k > len(bins):
-        raise ConfigError(f"loss.k={cfg.loss.k} is larger than the number of bins Q={len(bins)}")
+    from colorization.color.encode import check_soft_encoding  # encode imports this module
+
+    check_soft_encoding(cfg.loss.k, cfg.loss.sigma, len(bins))
     return bins

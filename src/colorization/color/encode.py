@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from colorization.color.bins import GRID_STEP
+from colorization.errors import ConfigError, check_number
 
 _TABLE_LIMIT = 140.0  # the table covers |a|, |b| <= 140: every sRGB color (|ab| < 128) is inside
 _FAR = 1e4  # the padding candidate: a bin so far away that it is never among the k nearest
@@ -89,15 +90,22 @@ def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float =
     return z.scatter_(1, idx, wts)
 
 
+def check_soft_encoding(k: int, sigma: float, bins: int | None = None) -> None:
+    """``loss.k`` nearest bins (at least 1, at most Q) and the Gaussian's ``loss.sigma`` (> 0), or a ConfigError."""
+    if check_number(k, "loss.k", integer=True) < 1:
+        raise ConfigError(f"loss.k={k} must be >= 1")
+    if bins is not None and k > bins:
+        raise ConfigError(f"loss.k={k} is larger than the number of bins Q={bins}")
+    if check_number(sigma, "loss.sigma") <= 0:
+        raise ConfigError(f"loss.sigma={sigma} must be > 0")
+
+
 class SoftEncoder(nn.Module):
     """Soft encoding with the neighbour table built once; bins travel with the module (and checkpoint)."""
 
     def __init__(self, bins: torch.Tensor, k: int = 5, sigma: float = 5.0):
         super().__init__()
-        if not 1 <= k <= len(bins):
-            raise ValueError(f"k={k} must be between 1 and the number of bins Q={len(bins)}")
-        if sigma <= 0:
-            raise ValueError(f"sigma={sigma} must be > 0")
+        check_soft_encoding(k, sigma, len(bins))
         self.k, self.sigma = k, sigma
         self.register_buffer("bins", bins.float())
         self.register_buffer("table", neighbour_table(bins, k), persistent=False)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from colorization.color.encode import nearest_bins
+from colorization.errors import ConfigError, check_number
 
 
 def image_bin_counts(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -66,14 +67,19 @@ def weight_uncertainty(
     return weights.std(0) / weights.mean(0)
 
 
+def check_lam(lam: float, key: str = "loss.lam") -> float:
+    if not 0.0 <= check_number(lam, key) <= 1.0:
+        raise ConfigError(f"{key}={lam} must be in [0, 1]")
+    return lam
+
+
 def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     """Per-bin loss weights w = normalize(1 / ((1 - lam) p + lam * uniform)), with E_p[w] = 1.
 
     Bins with zero prior never occur in the data the prior was measured on; they get the largest
     weight of the others (the authors' formula would give them infinity).
     """
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam={lam} must be in [0, 1]")
+    check_lam(lam)
     p = prior.double()
     seen = p > 0
     uniform = seen.double() / seen.sum()

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from colorization.data.crops import train_transform, val_transform
 from colorization.data.datasets import (
-    ON_ERROR,
     SKIPPED,
     SKIPPED_SEP,
     FixedCrops,
@@ -34,6 +33,7 @@ from colorization.data.datasets import (
     ImageFiles,
     InMemoryCrops,
     ResizeAtLeast,
+    check_on_error,
     collate,
     load_image,
     readable,
@@ -107,8 +107,7 @@ class ColorizationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.crop_size={hp.crop_size} must be > 0")
         if hp.batch_size <= 0:
             raise ConfigError(f"data.batch_size={hp.batch_size} must be > 0")
-        if hp.on_error not in ON_ERROR:
-            raise ConfigError(f"data.on_error={hp.on_error!r} is not one of {ON_ERROR}")
+        check_on_error(hp.on_error)
         self.file_split = None  # folder: the train / validation files and the classes, listed once (data.index)
         if hp.source == "folder":  # listing the files is needed anyway; an empty folder fails here, early
             self.file_split = folder_split(

@@ -30,6 +30,7 @@ from colorization.data.image_files import (  # noqa: F401 (BadImageError, to_rgb
     load_image,
     to_rgb_tensor,
 )
+from colorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class ResizeAtLeast(v2.Transform):
 
 def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
-        raise ValueError(f"data.on_error={on_error!r} is not one of {ON_ERROR}")
+        raise ConfigError(f"data.on_error={on_error!r} is not one of {ON_ERROR}")
     return on_error
 
 

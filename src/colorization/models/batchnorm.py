@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colorization.errors import ConfigError
+
 BATCHNORM_KINDS = ("caffe", "affine")
 CAFFE_MOVING_AVERAGE_FRACTION = 0.999  # Caffe's batch_norm_param default, unchanged in the authors' prototxts
 
@@ -50,13 +52,15 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
         return self.running_mean / correction, self.running_var / correction
 
 
+def check_kind(kind: str) -> str:
+    if kind not in BATCHNORM_KINDS:
+        raise ConfigError(f"model.batchnorm={kind!r} is not one of {BATCHNORM_KINDS}")
+    return kind
+
+
 def batchnorm(kind: str, channels: int) -> nn.BatchNorm2d:
     """The BatchNorm of ``model.batchnorm``: "caffe" (the authors' training) or "affine" (their PyTorch port)."""
-    if kind == "caffe":
-        return CaffeBatchNorm2d(channels)
-    if kind == "affine":
-        return nn.BatchNorm2d(channels)
-    raise ValueError(f"model.batchnorm={kind!r} is not one of {BATCHNORM_KINDS}")
+    return CaffeBatchNorm2d(channels) if check_kind(kind) == "caffe" else nn.BatchNorm2d(channels)
 
 
 @torch.no_grad()

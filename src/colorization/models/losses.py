@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorization.color.targets import AB_SCALE
+from colorization.errors import ConfigError
 
 VARIANTS = ("l2", "unbalanced", "rebalanced")
 
@@ -26,14 +27,18 @@ def soft_cross_entropy(logits: torch.Tensor, idx: torch.Tensor, wts: torch.Tenso
     return -(log_probs.gather(1, idx) * wts).sum(1)  # (B, h, w)
 
 
+def check_variant(name: str) -> str:
+    if name not in VARIANTS:
+        raise ConfigError(f"loss.name={name!r} is not one of {VARIANTS}")
+    return name
+
+
 class ColorizationLoss(nn.Module):
     """``variant``: "l2" (ab regression), "unbalanced" or "rebalanced" (soft-encoded cross-entropy)."""
 
     def __init__(self, variant: str):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"loss.name={variant!r} is not one of {VARIANTS}")
-        self.variant = variant
+        self.variant = check_variant(variant)
 
     @property
     def classification(self) -> bool:

@@ -18,6 +18,7 @@ from colorization.color import (
     rebalance_weights,
 )
 from colorization.color.targets import AB_SCALE, make_targets
+from colorization.errors import ConfigError, check_number
 from colorization.models.alexnet import AlexNetColorization
 from colorization.models.eccv16 import ECCV16
 from colorization.models.losses import ColorizationLoss
@@ -33,6 +34,13 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNe
 # The defaults of the network options: the layout of the authors' PyTorch port, which is also that of every
 # checkpoint written before these options existed (so those load unchanged). The configs choose the Caffe layout.
 PORT_LAYOUT = {"batchnorm": "affine", "input_scale": 100.0}
+
+
+def check_temperature(temperature: float) -> float:
+    """``model.temperature``, the annealed mean's default T: > 0 (T = 0, the mode, is a decoding choice, not a model's)."""
+    if check_number(temperature, "model.temperature") <= 0:
+        raise ConfigError(f"model.temperature={temperature} must be > 0")
+    return temperature
 
 
 def network_class(arch: str) -> type[nn.Module]:
@@ -81,8 +89,7 @@ class ColorizationModule(L.LightningModule):
             bins, prior = torch.zeros(num_bins, 2), torch.ones(num_bins) / num_bins
         if prior is None:
             prior = torch.ones(len(bins)) / len(bins)
-        if temperature <= 0:
-            raise ValueError(f"model.temperature={temperature} must be > 0")
+        check_temperature(temperature)
         self.hparams.num_bins = len(bins)
         self.hparams.loss = loss
         self.criterion = ColorizationLoss(loss["name"])
