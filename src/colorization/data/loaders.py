@@ -2,8 +2,8 @@
 with the items' own seeds, the crops) the uninterrupted run would have seen.
 
 - ``EpochSampler``: each epoch a permutation from (seed, epoch), split over the ranks as ``DistributedSampler``
-  does, yielding (index, epoch) keys (the datasets draw each item's crop from them). Its position and epoch are
-  in its state.
+  does, yielding (index, epoch) keys (the datasets draw each item's crop from them). Its position is in the
+  loader's state; its epoch is the loader's.
 - ``TakenPosition``: a loader's state as of the batches the training loop *took* (Lightning fetches one ahead),
   from every rank (only rank 0 writes the checkpoint; each rank restores its own), and a marker instead of an
   exhausted iterator's state at an epoch's end, so the resumed run starts the next epoch rather than an empty one.
