@@ -155,8 +155,13 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_by_colorize_and_evaluat
 # ---- images from strangers: bounded memory, one line for what cannot be read ----------------------------------------
 GIANT_SCRIPT = """
 import sys
+from pathlib import Path
+
 import torch
+from PIL import Image
+
 from colorization.api import Colorizer
+from colorization.demo import colorize_file
 
 def peak_gb():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork and exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -164,16 +169,10 @@ def peak_gb():  # VmHWM: this process's own peak (ru_maxrss would carry the pare
 
 colorizer = Colorizer.from_checkpoint(sys.argv[1], device="cpu")
 before = peak_gb()
-if sys.argv[3] == "api":
-    out = colorizer(sys.argv[2])
-    size = out.size
-else:
-    from pathlib import Path
-    from colorization.demo import colorize_file
-    gray, color, strip, path = colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[4]))
-    from PIL import Image
-    size = Image.open(path).size
-print(size[0], size[1], before, peak_gb())
+api = colorizer(sys.argv[2]).size
+after_api = peak_gb()
+demo = Image.open(colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[3]))[3]).size
+print(*api, *demo, before, after_api, peak_gb())
 """
 
 
@@ -190,17 +189,17 @@ def test_a_258_kb_9400_pixel_png_stays_under_3_gb_through_the_api_and_the_demo(n
     ImageDraw.Draw(image).ellipse((1000, 1000, 8000, 8000), fill=(30, 140, 200))
     image.save(giant)
     assert giant.stat().st_size < 400_000
-    for path in ("api", "demo"):
-        done = subprocess.run(
-            [sys.executable, "-c", GIANT_SCRIPT, str(narrow_checkpoint), str(giant), path, str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        width, height, before, peak = done.stdout.split()
-        assert (int(width), int(height)) == (9400, 9400)
-        assert float(peak) < 3.0, f"{path}: peak resident memory {float(peak):.2f} GB (before the image: {before})"
+    done = subprocess.run(
+        [sys.executable, "-c", GIANT_SCRIPT, str(narrow_checkpoint), str(giant), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    *sizes, before, after_api, after_demo = done.stdout.split()
+    assert [int(v) for v in sizes] == [9400] * 4
+    assert float(after_api) < 3.0, f"API: peak resident memory {float(after_api):.2f} GB (model loaded: {before})"
+    assert float(after_demo) < 3.0, f"demo: peak resident memory {float(after_demo):.2f} GB"
 
 
 def test_the_robustness_corpus_through_the_api_and_the_demo(narrow_checkpoint, tmp_path):

@@ -187,6 +187,7 @@ def test_ranks_read_disjoint_shards_and_the_same_number_of_batches(tmp_path):
         assert len(seen) == len(set(seen)), f"{world} ranks read an example twice"
 
 
+@pytest.mark.slow
 def test_an_interrupted_conversion_finishes_without_redoing_or_duplicating_work(tmp_path):
     """SIGKILL once the first of three parts is done; the rerun converts the other two only, and every image is
     stored once. A third run has nothing to do."""
@@ -250,6 +251,7 @@ def test_training_streams_shards_from_an_s3_bucket(labeled, s3_server, tmp_path,
     assert any((tmp_path / "cache").rglob("chunk-*.bin")), "the chunks came through the bucket's cache"
 
 
+@pytest.mark.slow
 def test_a_probe_and_a_study_read_shards_as_any_source(alexnet_ckpt, labeled_dir, tmp_path):
     """The linear probes train from labeled shards (stored at full size: data.resize=null); the perceptual study takes
     its photos from the shards' validation split, cut as the study's protocol says."""
