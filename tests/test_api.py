@@ -102,8 +102,9 @@ def test_bad_inputs_say_what_is_wrong(colorizer, tmp_path):
         colorizer(torch.zeros(8, 8, 3))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         colorizer(torch.full((3, 8, 8), 255.0))
-    with pytest.raises(ValueError, match="temperature"):
-        colorizer(np.zeros((8, 8), np.uint8), temperature=0)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            colorizer(np.zeros((8, 8), np.uint8), temperature=bad)
     with pytest.raises(TypeError, match="cannot colorize a dict"):
         colorizer({"image": 1})
     (tmp_path / "fake.jpg").write_text("not a photo")
@@ -123,3 +124,23 @@ def test_from_the_authors_weights(tmp_path, monkeypatch):
     assert colorizer(photo).shape == photo.shape
     with pytest.raises(ValueError, match="no such file"):
         Colorizer.from_authors_weights(tmp_path / "absent.pth", download=False)
+
+
+def test_temperature_0_is_the_mode(colorizer):
+    """T = 0 in the API, as in the command line's strip: each pixel's most likely bin, here against a numpy argmax of
+    the network's own logits."""
+    from colorization.color import rgb_to_lightness
+
+    photo = skimage.data.chelsea()[::3, ::3]
+    image = torch.from_numpy(photo.copy()).permute(2, 0, 1)
+    (ab,) = colorizer.predict_ab([image], [0.0])
+    with torch.no_grad():
+        small = colorizer.resize(image)[None].float() / 255
+        logits = colorizer.model(rgb_to_lightness(small)).numpy()
+    bins = colorizer.model.bins.numpy()
+    expected = bins[np.argmax(logits, axis=1)].transpose(0, 3, 1, 2)
+    assert np.array_equal(ab.numpy(), expected)
+    out = colorizer(photo, temperature=0)
+    assert out.shape == photo.shape and np.array_equal(
+        out, colorizer.join(image, ab, torch.uint8).permute(1, 2, 0).numpy()
+    )

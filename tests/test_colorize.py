@@ -179,7 +179,7 @@ def test_temperature_strip(trained_checkpoint, tmp_path):
 
 
 def test_bad_values_fail_in_one_line(trained_checkpoint, tmp_path):
-    for override, key in (("format=gif", "format"), ("temperature=0", "temperature"), ("size=3", "size")):
+    for override, key in (("format=gif", "format"), ("temperature=-0.5", "temperature"), ("size=3", "size")):
         with pytest.raises(ConfigError, match=key):
             run([f"ckpt_path={trained_checkpoint}", f"input={tmp_path}", override], tmp_path)
     with pytest.raises(ConfigError, match="input is not set"):

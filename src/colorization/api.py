@@ -264,8 +264,8 @@ class Colorizer(
         """RGB tensors (3, H, W) (uint8, or float in [0, 1]; sizes may differ) -> colorized RGB (3, H, W) in [0, 1]
         on ``self.device`` (float, or each of ``dtypes``: uint8 for 0-255), one forward pass for all of them."""
         t = self.temperature if temperature is None else float(temperature)
-        if t <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
+        if not t >= 0:  # NaN included
+            raise ValueError(f"temperature={temperature} must be >= 0 (0: the mode, the most likely bin)")
         (ab,) = self.predict_ab(images, [t])
         dtypes = dtypes or [torch.float32] * len(images)
         return [self.join(image, ab[k : k + 1], dtypes[k]) for k, image in enumerate(images)]
@@ -281,7 +281,8 @@ class Colorizer(
         Args:
             images: a PIL image, a uint8 numpy array (H, W, 3) or (H, W), a tensor (3, H, W) or (1, H, W) (uint8 or
                 float in [0, 1]), a path, or a list of them.
-            temperature: the annealed-mean T (default: the model's, usually 0.38); lower is more colorful.
+            temperature: the annealed-mean T (default: the model's, usually 0.38); lower is more colorful; 0 is the
+                mode (each pixel's most likely bin), as the command line's temperature strip.
             device: run on this device (moves the model there); default: where the model is.
 
         Returns:

@@ -167,8 +167,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("output is not set: pass output=DIR")
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r} is not one of {FORMATS}")
-    if cfg.temperature is not None and cfg.temperature <= 0:
-        raise ConfigError(f"temperature={cfg.temperature} must be > 0 (strip_temperatures may hold 0, the mode)")
+    if cfg.temperature is not None and not cfg.temperature >= 0:
+        raise ConfigError(f"temperature={cfg.temperature} must be >= 0 (0: the mode, as in the API and the strip)")
     if not isinstance(cfg.size, int) or cfg.size < 8:
         raise ConfigError(f"size={cfg.size} must be an integer >= 8")
     if cfg.strip and (not cfg.strip_temperatures or any(t < 0 for t in cfg.strip_temperatures)):
