@@ -173,14 +173,27 @@ class Colorizer(
 
     @classmethod
     def from_authors_weights(
-        cls, path: str | os.PathLike, device: str | torch.device | None = "auto", download: bool = True, **options
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str | torch.device | None = "auto",
+        download: bool = True,
+        url: str | None = None,
+        hash_prefix: str | None = None,
+        download_reference: bool | None = None,
+        **options,
     ) -> Colorizer:
-        """A colorizer from the authors' released ECCV16 state dict (``colorization_release_v2-9b330a0b.pth``).
+        """A colorizer from the authors' released ECCV16 weights: ``path`` to their file
+        (``colorization_release_v2-9b330a0b.pth``), or none to fetch it once from ``url`` (their public address,
+        ``models.pretrained.AUTHORS_URL``) into torch hub's cache, checked against ``hash_prefix`` (default: the hex
+        digits at the end of its name). ``download``: fetch the file when it is not cached (offline, the error says
+        where to put it); ``download_reference`` (default: ``download``): fetch ``pts_in_hull.npy`` to check the
+        file's bins when it is not found locally (without it, a warning says the check was not made)."""
+        from colorization.models.pretrained import AUTHORS_URL, fetch_authors_weights, load_authors_weights
 
-        ``download``: fetch ``pts_in_hull.npy`` to check the file's bins, when it is not found locally."""
-        from colorization.models.pretrained import load_authors_weights
-
-        return cls.from_module(load_authors_weights(path, download=download), device, **options)
+        if path is None:
+            path = fetch_authors_weights(url or AUTHORS_URL, hash_prefix, download)
+        reference = download if download_reference is None else download_reference
+        return cls.from_module(load_authors_weights(path, download=reference, key="path"), device, **options)
 
     @classmethod
     def from_pretrained(

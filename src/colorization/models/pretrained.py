@@ -27,6 +27,44 @@ from colorization.models.module import ColorizationModule
 log = logging.getLogger(__name__)
 
 AUTHORS_NUM_BINS = 313
+# The authors' released ECCV16 file, where their own package (colorizers.eccv16(pretrained=True)) fetches it; torch
+# hub's convention: the name ends in the first 8 hex digits of the file's sha256, checked on download.
+AUTHORS_URL = "https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth"
+
+
+def fetch_authors_weights(url: str = AUTHORS_URL, hash_prefix: str | None = None, download: bool = True) -> Path:
+    """The authors' weights file in torch hub's cache (``$TORCH_HOME/hub/checkpoints``), downloaded once from ``url``
+    and checked against ``hash_prefix`` (default: the hex digits at the end of the file's name, as torch.hub does);
+    a one-line ConfigError offline or on a wrong hash, saying where to put the file."""
+    import hashlib
+    import re
+    from urllib.error import URLError
+    from urllib.parse import urlparse
+
+    name = Path(urlparse(url).path).name
+    found = re.search(r"-([a-f0-9]+)\.", name)
+    prefix = hash_prefix or (found.group(1) if found else None)
+    if not prefix:
+        raise ConfigError(f"{url}: no sha256 prefix in its name: pass hash_prefix")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / name
+    where = f"download {url} (its sha256 starts with {prefix}) to {target}, or pass the file's path"
+    if target.is_file():
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        if not digest.startswith(prefix):
+            raise ConfigError(
+                f"{target}: its sha256 {digest[:12]}... does not start with {prefix}: delete it and {where}"
+            )
+        return target
+    if not download:
+        raise ConfigError(f"the authors' weights are not in torch hub's cache: {where}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix, progress=True)
+    except RuntimeError as err:  # torch.hub's hash check (the partial file is removed)
+        raise ConfigError(f"{url}: refused: {_one_line(err)}") from err
+    except (URLError, OSError, ValueError) as err:
+        raise ConfigError(f"could not download {url} ({_one_line(err)}): {where}") from err
+    return target
 
 
 def check_finite(module: torch.nn.Module, what: str) -> torch.nn.Module:
@@ -132,7 +170,10 @@ def load_model(
     prior: torch.Tensor | None = None,
     download: bool = True,
 ) -> ColorizationModule:
-    """The model an entry point asked for: ``ckpt_path`` (ours) or ``model.weights`` (the authors'), in eval mode."""
+    """The model an entry point asked for: ``ckpt_path`` (ours) or ``model.weights`` (the authors': a path, or
+    ``authors`` for their released file, fetched once), in eval mode."""
+    if weights == "authors":
+        weights = str(fetch_authors_weights(download=download))
     if ckpt_path and weights:
         raise ConfigError("pass ckpt_path=CKPT or model.weights=PATH, not both")
     if not ckpt_path and not weights:
