@@ -173,49 +173,39 @@ def test_the_authors_weights_in_one_line_fetched_checked_and_cached(served, tmp_
 
     monkeypatch.setenv("COLORIZATION_REFERENCE_DIR", str(tmp_path / "no_reference_here"))
     root, url = served
-    hub = tmp_path / "hub"
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))
-    try:
-        torch.save(authors_state(grid_313()), root / "weights.pth")
-        prefix = hashlib.sha256((root / "weights.pth").read_bytes()).hexdigest()[:8]
-        (root / "weights.pth").rename(root / f"release-{prefix}.pth")
-        fetch = dict(device="cpu", download_reference=False)  # the weights from 127.0.0.1, nothing from the internet
-        colorizer = Colorizer.from_authors_weights(url=f"{url}/release-{prefix}.pth", **fetch)
-        cached = hub / "checkpoints" / f"release-{prefix}.pth"
-        assert cached.is_file() and np.array_equal(colorizer.model.bins.numpy(), grid_313().astype(np.float32))
-        (root / f"release-{prefix}.pth").unlink()  # the second time, from the cache: the server has nothing
-        assert Colorizer.from_authors_weights(url=f"{url}/release-{prefix}.pth", **fetch)
-        torch.save(authors_state(grid_313(), seed=1), root / "other-00000000.pth")
-        with pytest.raises(ConfigError, match=r"other-00000000.pth: refused: invalid hash") as info:
-            Colorizer.from_authors_weights(url=f"{url}/other-00000000.pth", **fetch)
-        assert "\n" not in str(info.value) and not (hub / "checkpoints" / "other-00000000.pth").exists()
-        offline = "http://127.0.0.1:9/colorization_release_v2-9b330a0b.pth"  # nothing listens on port 9
-        with pytest.raises(
-            ConfigError, match=r"could not download http://127.0.0.1:9/.*starts with 9b330a0b.*to .*hub"
-        ):
-            Colorizer.from_authors_weights(url=offline, **fetch)
-    finally:
-        torch.hub.set_dir(previous)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch hub's cache: $TORCH_HOME/hub
+    hub = tmp_path / "torch" / "hub"
+    torch.save(authors_state(grid_313()), root / "weights.pth")
+    prefix = hashlib.sha256((root / "weights.pth").read_bytes()).hexdigest()[:8]
+    (root / "weights.pth").rename(root / f"release-{prefix}.pth")
+    fetch = dict(device="cpu", download_reference=False)  # the weights from 127.0.0.1, nothing from the internet
+    colorizer = Colorizer.from_authors_weights(url=f"{url}/release-{prefix}.pth", **fetch)
+    cached = hub / "checkpoints" / f"release-{prefix}.pth"
+    assert cached.is_file() and np.array_equal(colorizer.model.bins.numpy(), grid_313().astype(np.float32))
+    (root / f"release-{prefix}.pth").unlink()  # the second time, from the cache: the server has nothing
+    assert Colorizer.from_authors_weights(url=f"{url}/release-{prefix}.pth", **fetch)
+    torch.save(authors_state(grid_313(), seed=1), root / "other-00000000.pth")
+    with pytest.raises(ConfigError, match=r"other-00000000.pth: refused: invalid hash") as info:
+        Colorizer.from_authors_weights(url=f"{url}/other-00000000.pth", **fetch)
+    assert "\n" not in str(info.value) and not (hub / "checkpoints" / "other-00000000.pth").exists()
+    offline = "http://127.0.0.1:9/colorization_release_v2-9b330a0b.pth"  # nothing listens on port 9
+    with pytest.raises(ConfigError, match=r"could not download http://127.0.0.1:9/.*starts with 9b330a0b.*to .*hub"):
+        Colorizer.from_authors_weights(url=offline, **fetch)
 
 
-def test_model_weights_authors_on_the_commands_names_the_address_when_it_cannot_fetch(tmp_path):
+def test_model_weights_authors_on_the_commands_names_the_address_when_it_cannot_fetch(tmp_path, monkeypatch):
     """``model.weights=authors`` (evaluate, colorize, the demo): the released file from torch hub's cache; without it and
     without downloads, one line with the public address, the expected hash and where to put the file."""
     from colorization.errors import ConfigError
     from colorization.models.pretrained import AUTHORS_URL, load_model
 
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        with pytest.raises(ConfigError) as info:
-            load_model(weights="authors", download=False)
-        message = str(info.value)
-        assert AUTHORS_URL in message and "starts with 9b330a0b" in message and str(tmp_path / "hub") in message
-        cached = tmp_path / "hub" / "checkpoints" / "colorization_release_v2-9b330a0b.pth"
-        cached.parent.mkdir(parents=True)
-        cached.write_bytes(b"not their file")
-        with pytest.raises(ConfigError, match=r"does not start with 9b330a0b: delete it"):
-            load_model(weights="authors", download=False)
-    finally:
-        torch.hub.set_dir(previous)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ConfigError) as info:
+        load_model(weights="authors", download=False)
+    message = str(info.value)
+    assert AUTHORS_URL in message and "starts with 9b330a0b" in message and str(tmp_path / "torch" / "hub") in message
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "colorization_release_v2-9b330a0b.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not their file")
+    with pytest.raises(ConfigError, match=r"does not start with 9b330a0b: delete it"):
+        load_model(weights="authors", download=False)
