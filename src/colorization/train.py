@@ -199,7 +199,6 @@ def adopt_authors_weights(cfg: DictConfig, state: dict) -> torch.Tensor:
             )
     else:
         log.info("model.init_from: the authors' 313 bins (color.bins=srgb, the default, is not used)")
-    check_soft_encoding(cfg.loss.k, cfg.loss.sigma, len(bins))
     return bins
 
 
@@ -227,6 +226,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     if init_state is not None and not authors:
         network_tensors(init_state, cfg.model.init_from)  # one of our checkpoints, or a one-line error now
     bins = adopt_authors_weights(cfg, init_state) if authors else resolve_bins(cfg)
+    check_soft_encoding(cfg.loss.k, cfg.loss.sigma, len(bins))  # k against Q, before any data is read
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     trainer: L.Trainer = build_trainer(cfg)
     datamodule.check_world_size(trainer.world_size)  # before the prior: fail in one line, early

@@ -61,10 +61,7 @@ def ab_bins(source: str | Path = "srgb", download: bool = True) -> torch.Tensor:
 
 
 def resolve_bins(cfg) -> torch.Tensor:
-    """The bins of a run's config: ``color.bins`` (srgb | official | a path), checked against ``loss.k``."""
+    """The bins of a run's config: ``color.bins`` (srgb | official | a path)."""
     source = cfg.color.bins
     bins = ab_bins(source if source in ("srgb", "official") else Path(source).expanduser(), download=cfg.color.download)
-    from colorization.color.encode import check_soft_encoding  # encode imports this module
-
-    check_soft_encoding(cfg.loss.k, cfg.loss.sigma, len(bins))
     return bins
