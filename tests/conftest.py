@@ -58,7 +58,7 @@ def compose(overrides: list[str], output_dir: Path, config_name: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from colorization.utils import config_dir, register_resolvers
+    from colorization.runs.entry import config_dir, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -152,7 +152,7 @@ def test_losses_backpropagate_at_stride_8(variant):
 
 def test_the_solver_parameter_groups_and_four_stage_schedule(tmp_path):
     """train_alexnet: weights lr x1 decay x1, biases lr x2 decay x0; Adam beta2 0.999; 3e-5, 1e-5, 3e-6, 1e-6."""
-    from colorization.train import build_model
+    from colorization.runs.trainer import build_model
 
     cfg = compose(["experiment=alexnet_rebalanced", "model.width=0.125"], tmp_path)
     assert (cfg.data.crop_size, cfg.data.batch_size) == (180, 80)

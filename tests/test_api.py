@@ -197,7 +197,8 @@ def test_model_weights_authors_on_the_commands_names_the_address_when_it_cannot_
     """``model.weights=authors`` (evaluate, colorize, the demo): the released file from torch hub's cache; without it and
     without downloads, one line with the public address, the expected hash and where to put the file."""
     from colorization.errors import ConfigError
-    from colorization.models.pretrained import AUTHORS_URL, load_model
+    from colorization.models.authors import AUTHORS_URL
+    from colorization.models.pretrained import load_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ConfigError) as info:

@@ -17,10 +17,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from colorization.bench import DenseSoftCrossEntropy, LoopTimer, Reference2016, report, run, write_jpegs
+from colorization.bench import run
 from colorization.color import ab_bins
 from colorization.models.losses import ColorizationLoss
 from colorization.models.module import ColorizationModule
+from colorization.perf.reference2016 import DenseSoftCrossEntropy, Reference2016, write_jpegs
+from colorization.perf.report import report
+from colorization.perf.timing import LoopTimer
 from conftest import REPO, compose
 
 
@@ -88,7 +91,7 @@ def test_tiny_benchmark_run_reports_every_number(tmp_path):
         f"bench.image_dir={tmp_path / 'jpegs'}",
     ]
     cfg = compose(overrides, tmp_path / "run", config_name="bench")
-    results = run(cfg, overrides)
+    results = run(cfg)
     encoding = results["encoding"]
     assert encoding["check_max_abs_L"] < 1e-3 and encoding["check_max_abs_z"] < 1e-4
     assert encoding["device_img_s"] > 0 and encoding[f"reference_{os.cpu_count()}proc_img_s"] > 0
@@ -157,3 +160,11 @@ def test_the_host_hook_time_counts_each_hook_once(tmp_path):
     trainer.fit(SleepyHooks())
     assert len(timer.spans["on_after_batch_transfer"]) == 6 and len(timer.spans["batch_to_device"]) == 6
     assert 6 * 0.06 <= timer.host_hooks(0.0, float("inf")) < 6 * 0.06 + 0.2
+
+
+def test_fast_switches_are_trainer_gpu_fast(tmp_path):
+    """bench.fast composes trainer=gpu_fast (not a copy of it): its switches, with the command line winning."""
+    cfg = compose(["trainer=gpu_fast", "model.compile=false"], tmp_path, config_name="bench")
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.benchmark is True
+    assert cfg.model.channels_last is True and cfg.data.gpu_decode is True
+    assert cfg.model.compile is False

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from colorization.runs.entry import one_line_errors
 from colorization.train import train
-from colorization.utils import one_line_errors
 from conftest import TINY, compose
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,15 +20,12 @@ from torchvision.transforms import v2
 
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
-from colorization.evaluate import _select_files, evaluate, load_indices, load_vgg16
+from colorization.evaluate import evaluate
+from colorization.metrics.protocol import load_indices, select_files
+from colorization.metrics.reference_nets import load_vgg16
+from colorization.models.authors import AUTHORS_HEAD, authors_bins, check_authors_state_dict, load_authors_weights
 from colorization.models.eccv16 import ECCV16
-from colorization.models.pretrained import (
-    AUTHORS_HEAD,
-    authors_bins,
-    check_authors_state_dict,
-    load_authors_weights,
-    load_module,
-)
+from colorization.models.pretrained import load_module
 from conftest import compose
 from test_finetune import authors_state, grid_313  # the authors' file: their keys and shapes, written out
 from test_metrics import auc_numpy, colorfulness_numpy, nearest_bin_numpy
@@ -126,12 +123,12 @@ def test_bad_protocol_values_fail_in_one_line(trained_checkpoint, tmp_path):
 
 def test_imagenet_val_names_give_their_own_index(tmp_path):
     files = [tmp_path / f"n0000000{c}" / f"ILSVRC2012_val_{i:08d}.JPEG" for c, i in ((1, 3), (2, 1), (1, 7))]
-    picked = _select_files(files, np.array([0, 6]), "val")  # indices 0 and 6: val_00000001 and val_00000007
+    picked = select_files(files, np.array([0, 6]), "val")  # indices 0 and 6: val_00000001 and val_00000007
     assert [files[i].name for i in picked] == ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000007.JPEG"]
     with pytest.raises(ConfigError, match="ILSVRC2012_val_00000005"):
-        _select_files(files, np.array([4]), "val")
+        select_files(files, np.array([4]), "val")
     plain = [tmp_path / "a.png", tmp_path / "b.png"]
-    assert _select_files(plain, np.array([1]), "x") == [1]
+    assert select_files(plain, np.array([1]), "x") == [1]
     (tmp_path / "list.txt").write_text("2\n0\n")
     assert load_indices(str(tmp_path / "list.txt"), download=False).tolist() == [0, 2]
 

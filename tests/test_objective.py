@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from skimage import color, data
 
 from colorization.color import ab_bins
-from colorization.train import build_model, resolve_bins
+from colorization.color.bins import resolve_bins
+from colorization.runs.trainer import build_model
 from conftest import compose
 
 WEIGHT_DECAY = 1e-3

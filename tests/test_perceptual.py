@@ -15,7 +15,8 @@ from torch import nn
 
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
-from colorization.evaluate import evaluate, fid_metric, lpips_metric
+from colorization.evaluate import evaluate
+from colorization.metrics.reference_nets import fid_metric, lpips_metric
 from conftest import compose
 from test_evaluate import FAST, center_crop
 

@@ -15,9 +15,8 @@ from PIL import Image
 from skimage.color import hsv2rgb, rgb2lab
 
 from colorization.color import ab_bins, rebalance_weights, smooth_prior, weight_uncertainty
+from colorization.color.prior_source import load_prior, resolve_prior, save_prior
 from colorization.errors import ConfigError
-from colorization.prior import load_prior, save_prior
-from colorization.train import resolve_prior
 from conftest import REPO, TINY, compose
 
 CLASSES, PER_CLASS = 10, 24
@@ -64,8 +63,8 @@ def test_the_estimate_sees_every_class_of_a_class_sorted_source(class_sorted_fol
 
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     bins = ab_bins("srgb")
-    with caplog.at_level(logging.INFO, logger="colorization.prior"):
-        prior = resolve_prior(cfg, datamodule, bins)
+    with caplog.at_level(logging.INFO, logger="colorization.color.prior_source"):
+        prior = resolve_prior(cfg, datamodule, bins, stride=4)  # ECCV16's target stride
     assert classes_in(prior, bins) >= 8, "a uniform sample of 48 of 240 files holds (nearly) every class"
     message = next(r.message for r in caplog.records if "prior: estimated from" in r.message)
     assert f"estimated from {SAMPLE} training images" in message

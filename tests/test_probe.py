@@ -327,7 +327,7 @@ def test_config_errors(alexnet_ckpt, labeled_dir, tmp_path, overrides, message):
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     from colorization.probe import probe
-    from colorization.utils import one_line_errors
+    from colorization.runs.entry import one_line_errors
 
     with pytest.raises(SystemExit) as exit_info:
         one_line_errors(probe)(compose(["logger=csv"], tmp_path, "probe"))

@@ -155,7 +155,7 @@ def test_sigint_saves_a_checkpoint_and_stops_after_the_batch(photos, tmp_path):
 
 
 def test_ckpt_path_last_picks_the_newest_run_and_starts_fresh_without_one(tmp_path, caplog):
-    from colorization.train import resolve_ckpt_path
+    from colorization.runs.trainer import resolve_ckpt_path
 
     cfg = compose(["ckpt_path=last", f"paths.log_dir={tmp_path}"], tmp_path / "train" / "runs" / "now")
     assert resolve_ckpt_path(cfg) is None  # none yet: a requeued job can always pass ckpt_path=last

@@ -13,7 +13,7 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from colorization.sweeps import SweepSummary, read_results, summary_markdown
+from colorization.runs.sweeps import SweepSummary, read_results, summary_markdown
 from conftest import TINY, compose
 from multirun import job_dirs, run_train, sweep_dir
 
@@ -115,7 +115,7 @@ def test_optuna_search_composes(tmp_path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from colorization.utils import config_dir
+    from colorization.runs.entry import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = hydra_compose("train", ["hparams_search=optuna"], return_hydra_config=True)
@@ -155,7 +155,7 @@ def _hydra_config(tmp_path, overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from colorization.utils import config_dir
+    from colorization.runs.entry import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose("train", overrides, return_hydra_config=True)
@@ -176,7 +176,7 @@ def test_launcher_files_hold_every_key_of_the_plugins_schema():
     _needs("submitit", "hydra_plugins.hydra_submitit_launcher")
     from hydra_plugins.hydra_submitit_launcher import config
 
-    from colorization.utils import config_dir
+    from colorization.runs.entry import config_dir
 
     for name, schema in (("submitit_slurm", config.SlurmQueueConf), ("submitit_local", config.LocalQueueConf)):
         keys = set(yaml.safe_load(open(f"{config_dir()}/hydra/launcher/{name}.yaml")))

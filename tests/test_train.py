@@ -14,8 +14,8 @@ import lightning as L
 import pytest
 import torch
 
+from colorization.runs.entry import config_dir
 from colorization.train import train
-from colorization.utils import config_dir
 from conftest import TINY, compose
 
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
@@ -201,12 +201,12 @@ def test_the_console_of_a_run_is_clean_and_the_summary_shows_the_flops(tmp_path)
 
 
 def test_the_run_wrapper_logs_the_config_and_closes_the_wandb_run_whatever_happens(tmp_path):
-    """utils.logged_run (train, evaluate, probe): the whole config first, then finish(exit_code=0), or 1 after a
+    """runs.trainer.logged_run (train, evaluate, probe): the whole config first, then finish(exit_code=0), or 1 after a
     failure, which it lets through."""
     from lightning.pytorch.loggers import Logger
     from omegaconf import OmegaConf
 
-    from colorization.utils import logged_run
+    from colorization.runs.trainer import logged_run
 
     class Recorder(Logger):  # a logger whose experiment has W&B's finish(exit_code=...)
         name, version = "recorder", "0"

@@ -60,8 +60,8 @@ def convert(photos: Path, out: Path, fmt: str, quality: int, subsampling: int) -
     """The project's conversion (its Python entry, the same as `python -m colorization.shards`)."""
     from hydra import compose, initialize_config_dir
 
+    from colorization.runs.entry import config_dir, register_resolvers
     from colorization.shards import convert as run
-    from colorization.utils import config_dir, register_resolvers
 
     if (out / "train" / "index.json").is_file():
         return out

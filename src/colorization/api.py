@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 
 from colorization.color import annealed_mean, join_in_rows, rgb_to_lightness
 from colorization.data.datasets import load_image, to_rgb_tensor
+from colorization.models.eccv16 import PORT_LAYOUT
 from colorization.models.module import ColorizationModule
 
 ImageLike: TypeAlias = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
@@ -116,8 +117,8 @@ class Colorizer(
         prior: list[float] | None = None,
         loss: dict | None = None,
         temperature: float = 0.38,
-        batchnorm: str = "affine",
-        input_scale: float = 100.0,
+        batchnorm: str = PORT_LAYOUT["batchnorm"],
+        input_scale: float = PORT_LAYOUT["input_scale"],
         width: float = 1.0,
         size: int = 256,
         batch_size: int = 8,
@@ -154,8 +155,8 @@ class Colorizer(
             prior=module.prior.cpu().tolist(),
             loss=dict(h.loss),
             temperature=float(h.temperature),
-            batchnorm=h.get("batchnorm", "affine"),
-            input_scale=float(h.get("input_scale", 100.0)),
+            batchnorm=h.get("batchnorm", PORT_LAYOUT["batchnorm"]),
+            input_scale=float(h.get("input_scale", PORT_LAYOUT["input_scale"])),
             width=float(h.get("width", 1.0)),
             **options,
         )
@@ -184,11 +185,11 @@ class Colorizer(
     ) -> Colorizer:
         """A colorizer from the authors' released ECCV16 weights: ``path`` to their file
         (``colorization_release_v2-9b330a0b.pth``), or none to fetch it once from ``url`` (their public address,
-        ``models.pretrained.AUTHORS_URL``) into torch hub's cache, checked against ``hash_prefix`` (default: the hex
+        ``models.authors.AUTHORS_URL``) into torch hub's cache, checked against ``hash_prefix`` (default: the hex
         digits at the end of its name). ``download``: fetch the file when it is not cached (offline, the error says
         where to put it); ``download_reference`` (default: ``download``): fetch ``pts_in_hull.npy`` to check the
         file's bins when it is not found locally (without it, a warning says the check was not made)."""
-        from colorization.models.pretrained import AUTHORS_URL, fetch_authors_weights, load_authors_weights
+        from colorization.models.authors import AUTHORS_URL, fetch_authors_weights, load_authors_weights
 
         if path is None:
             path = fetch_authors_weights(url or AUTHORS_URL, hash_prefix, download)
@@ -205,8 +206,8 @@ class Colorizer(
         or the constructor's, overriding config.json (size, batch_size)."""
         from safetensors import SafetensorError
 
+        from colorization.checkpoints import check_finite
         from colorization.errors import ConfigError
-        from colorization.models.pretrained import check_finite
 
         kwargs.setdefault("strict", True)  # every tensor must be there (the mixin's default would ignore a mismatch)
         what = f"from_pretrained({str(pretrained_model_name_or_path)!r})"

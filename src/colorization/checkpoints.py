@@ -39,7 +39,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", map_location="cpu"
             f"run code when loaded ({reason})"
         ) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise UnsafeFileError(f"{key}={path}: not a readable checkpoint ({_one_line(err)})") from err
+        raise UnsafeFileError(f"{key}={path}: not a readable checkpoint ({one_line(err)})") from err
 
 
 def _weights_only_reason(err: Exception) -> str:
@@ -49,10 +49,10 @@ def _weights_only_reason(err: Exception) -> str:
         if "GLOBAL" in line:
             return line.split("WeightsUnpickler error:")[-1].strip()
     detail = text.split("WeightsUnpickler error:", 1)[-1]
-    return next((line.strip() for line in detail.splitlines() if line.strip()), _one_line(err))[:300]
+    return next((line.strip() for line in detail.splitlines() if line.strip()), one_line(err))[:300]
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:300]
 
 
@@ -115,3 +115,12 @@ def instantiate_setting(settings: dict, key: str):
     import hydra
 
     return hydra.utils.instantiate(checked_settings(settings, key), _convert_="all")
+
+
+def check_finite(module: torch.nn.Module, what: str) -> torch.nn.Module:
+    """``module``, or a one-line ConfigError when a weight or buffer holds NaN or infinity (a diverged or damaged
+    file would colorize every photo black)."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(f"{what}: refused: its weights hold NaN or infinite values ({name})")
+    return module

@@ -35,7 +35,7 @@ from colorization.data.safety import OutputPaths, OutputRecord
 from colorization.data.sources import IMAGE_EXTENSIONS
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
-from colorization.utils import command
+from colorization.runs.entry import command
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from colorization.data.image_files import set_max_pixels
 from colorization.data.sources import sample_photo_dir
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
-from colorization.utils import command
+from colorization.runs.entry import command
 
 log = logging.getLogger(__name__)
 

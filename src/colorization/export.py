@@ -24,9 +24,9 @@ from torch import nn
 from colorization.api import Colorizer
 from colorization.color.targets import AB_SCALE
 from colorization.errors import ConfigError
-from colorization.evaluate import markdown_table
+from colorization.metrics.evaluation import markdown_table
 from colorization.models.pretrained import load_model
-from colorization.utils import command
+from colorization.runs.entry import command
 
 log = logging.getLogger(__name__)
 

@@ -13,109 +13,17 @@ reads back, checked against ``color.bins``: estimate a prior once per dataset, r
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from colorization.color import image_bin_counts, load_reference, smooth_prior, weight_uncertainty
-from colorization.color.targets import lab_inputs
-from colorization.errors import ConfigError
-from colorization.utils import command
+from colorization.color.prior_source import estimate_prior_from_data, save_prior
+from colorization.runs.entry import command
 
 log = logging.getLogger(__name__)
-
-PRIOR_FILE_KEYS = ("bins", "prior", "counts", "meta")
-
-
-def estimate_prior_from_data(
-    datamodule, bins: torch.Tensor, images: int | None, seed: int, stride: int, buffer: int = 10_000, lam: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The smoothed prior (Q,), the raw counts (Q,) and a record of what was read, from a uniform random sample of
-    ``images`` training images of ``datamodule`` (all of them when None)."""
-
-    datamodule.setup("fit")
-    per_image = []
-    for batch in datamodule.sample_batches(images, seed, buffer):
-        ab = lab_inputs(batch, stride)[1]
-        per_image.append(image_bin_counts(ab, bins.to(ab.device)).cpu())
-    if not per_image:
-        raise ConfigError("color.prior=estimate: the training data yielded no image")
-    image_counts = torch.cat(per_image)
-    counts = image_counts.sum(0)
-    prior = smooth_prior(counts, bins.cpu())
-    error = weight_uncertainty(image_counts, bins, lam=lam)
-    seen = prior > 1e-4  # bins that matter for the weights: the rest get (nearly) the uniform part's weight
-    record = {
-        "images": len(image_counts),
-        "pixels": int(counts.sum()),
-        "stride": stride,
-        "seed": seed,
-        "sample": "seeded uniform sample of the training set" if images else "the whole training set",
-        "weight_rse_median": float(error[seen].median()),
-        "weight_rse_max": float(error[seen].max()),
-    }
-    log.info(
-        "prior: estimated from %d training images (%s, seed %d), %d pixels at stride %d; bootstrap relative error "
-        "of the rebalancing weights: median %.1f %%, max %.1f %% (over the bins with p > 1e-4)",
-        record["images"],
-        record["sample"],
-        seed,
-        record["pixels"],
-        stride,
-        100 * record["weight_rse_median"],
-        100 * record["weight_rse_max"],
-    )
-    return prior, counts, record
-
-
-def save_prior(path: str | Path, bins: torch.Tensor, prior: torch.Tensor, counts: torch.Tensor, meta: dict) -> Path:
-    """Write a prior file (atomically: a concurrent reader never sees half of it)."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        bins=bins.cpu().numpy().astype(np.float32),
-        prior=prior.cpu().numpy().astype(np.float64),
-        counts=counts.cpu().numpy().astype(np.float64),
-        meta=np.array(json.dumps(meta, sort_keys=True, default=str)),
-    )
-    os.replace(tmp, path)
-    return path
-
-
-def load_prior(path: str | Path, bins: torch.Tensor, key: str = "color.prior", download: bool = True) -> torch.Tensor:
-    """``color.prior=PATH``: a file written by ``save_prior`` (its bins must equal ``bins``), or the authors'
-    ``prior_probs.npy`` (checksum-verified; for their 313 bins). Returns the prior (Q,) float64."""
-    p = Path(path).expanduser()
-    if p.suffix != ".npz":
-        prior = torch.from_numpy(load_reference("prior_probs.npy", p, download))
-        if len(prior) != len(bins):
-            raise ConfigError(f"{key}={path} is the authors' prior over 313 bins, but color.bins has {len(bins)}")
-        return prior
-    if not p.is_file():
-        raise ConfigError(f"{key}={path}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            missing = [k for k in PRIOR_FILE_KEYS if k not in data]
-            if missing:
-                raise ConfigError(f"{key}={path}: not a prior file of colorization.prior (no {', '.join(missing)})")
-            saved_bins, prior = torch.from_numpy(data["bins"]), torch.from_numpy(data["prior"])
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{key}={path}: not a readable prior file ({err})") from err
-    if saved_bins.shape != bins.shape or not torch.allclose(saved_bins.float(), bins.float().cpu()):
-        raise ConfigError(
-            f"{key}={path} was estimated over other bins ({len(saved_bins)} bins) than color.bins ({len(bins)} bins): "
-            "estimate it again with the same color.bins"
-        )
-    return prior.double()
 
 
 def estimate_and_save(cfg: DictConfig) -> Path:

@@ -22,10 +22,12 @@ from colorization.errors import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
 from colorization.models.batchnorm import fold_batchnorm
 from colorization.models.data_init import calibrate_gradient_ratio
-from colorization.models.module import PORT_LAYOUT, build_network
+from colorization.models.eccv16 import PORT_LAYOUT
+from colorization.models.module import build_network
 from colorization.models.pretrained import load_module
 from colorization.models.probe import IGNORE_LABEL, REDUCE_MODES, LinearProbes
-from colorization.utils import build_trainer, command, logged_run
+from colorization.runs.entry import command
+from colorization.runs.trainer import build_trainer, logged_run
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from colorization.data.shards import FORMATS, NO_LABEL, SPLITS, Encoding, ImageRef, shuffled, write_split
 from colorization.data.sources import class_labels, load_hf_split, sample_split
 from colorization.errors import ConfigError
-from colorization.utils import command
+from colorization.runs.entry import command
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,9 @@ from colorization.models.batchnorm import batchnorm as make_batchnorm
 from colorization.models.flops import forward_flops
 
 L_CENTER = 50.0  # the input is (L - 50) / input_scale
+# The layout of the authors' PyTorch port (model=eccv16_port): the default of the network options, which is also that
+# of every checkpoint written before these options existed (so those load unchanged). The configs choose Caffe's.
+PORT_LAYOUT = {"batchnorm": "affine", "input_scale": 100.0}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -44,7 +47,13 @@ class ECCV16(nn.Module):
     target_stride = 4  # targets and outputs at 1/4 of the input resolution (the authors' stride-4 pick)
     crop_multiple = 8  # three stride-2 convs, one stride-2 transposed conv
 
-    def __init__(self, out_channels: int = 313, batchnorm: str = "affine", input_scale: float = 100.0, width=1.0):
+    def __init__(
+        self,
+        out_channels: int = 313,
+        batchnorm: str = PORT_LAYOUT["batchnorm"],
+        input_scale: float = PORT_LAYOUT["input_scale"],
+        width=1.0,
+    ):
         super().__init__()
         self.out_channels, self.input_scale = out_channels, float(input_scale)
         c = lambda n: scaled(n, width)  # noqa: E731

@@ -18,9 +18,6 @@ from torch import nn
 from colorization.checkpoints import load_checkpoint
 from colorization.errors import ConfigError
 
-AUTHORS_HEAD = "model_out.weight"  # the authors' fixed Q -> 2 conv holding the bins / 110
-AUTHORS_LAYOUT = {"arch": "eccv16", "batchnorm": "affine", "input_scale": 100.0, "width": 1.0}  # model=eccv16_port
-
 
 def head_name(net: nn.Module) -> str:
     """The network's last module holding parameters: the output head (for ECCV16 ``model8.6``, the 1x1 conv)."""
@@ -39,11 +36,6 @@ def read_init_state(path: str | Path) -> dict:
     return state
 
 
-def is_authors_state(state: dict) -> bool:
-    """The authors' released file (their PyTorch port's state dict) rather than one of our checkpoints."""
-    return "state_dict" not in state and AUTHORS_HEAD in state
-
-
 def load_body_weights(
     module: nn.Module, ckpt_path: str | Path, prefix: str = "net.", state: dict | None = None
 ) -> list[str]:
@@ -54,7 +46,7 @@ def load_body_weights(
     tensors when already read.
     """
     source = network_tensors(read_init_state(ckpt_path) if state is None else state, ckpt_path, prefix)
-    return [prefix + k for k in _copy(module.net, source, ckpt_path, with_head=False)]
+    return [prefix + k for k in copy_tensors(module.net, source, ckpt_path, with_head=False)]
 
 
 def network_tensors(state: dict, path: str | Path, prefix: str = "net.") -> dict:
@@ -63,21 +55,12 @@ def network_tensors(state: dict, path: str | Path, prefix: str = "net.") -> dict
     if not source:
         raise ConfigError(
             f"model.init_from={path}: neither a colorization.train checkpoint (no '{prefix}*' tensors) nor "
-            f"the authors' colorization_release_v2 file (no '{AUTHORS_HEAD}')"
+            "the authors' colorization_release_v2 file"
         )
     return source
 
 
-def load_authors_weights_into(module: nn.Module, state: dict, path: str | Path) -> list[str]:
-    """The authors' ECCV16 tensors into ``module.net`` (same layout: ``model=eccv16_port``): all layers for the
-    classification losses (their 313-way head, with the run's bins equal to theirs), the body only for l2.
-    Returns the keys loaded (``net.``-prefixed)."""
-    source = {k: v for k, v in state.items() if k != AUTHORS_HEAD}
-    with_head = module.criterion.classification
-    return ["net." + k for k in _copy(module.net, source, path, with_head=with_head)]
-
-
-def _copy(net: nn.Module, source: dict, path, with_head: bool) -> list[str]:
+def copy_tensors(net: nn.Module, source: dict, path, with_head: bool) -> list[str]:
     head = head_name(net) + "."
     # BatchNorm step counters are optional (older torch files lack them; affine BatchNorm does not use them)
     wanted = {

@@ -20,7 +20,7 @@ from colorization.color import (
 from colorization.color.targets import AB_SCALE, make_targets
 from colorization.errors import ConfigError, check_number
 from colorization.models.alexnet import AlexNetColorization
-from colorization.models.eccv16 import ECCV16
+from colorization.models.eccv16 import ECCV16, PORT_LAYOUT
 from colorization.models.losses import ColorizationLoss
 from colorization.models.nonfinite import nonfinite_gradients, skip_if_nonfinite
 
@@ -31,9 +31,6 @@ warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_t
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"eccv16": ECCV16, "alexnet": AlexNetColorization}
-# The defaults of the network options: the layout of the authors' PyTorch port, which is also that of every
-# checkpoint written before these options existed (so those load unchanged). The configs choose the Caffe layout.
-PORT_LAYOUT = {"batchnorm": "affine", "input_scale": 100.0}
 
 
 def check_temperature(temperature: float) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from colorization.errors import ConfigError
-from colorization.utils import command
+from colorization.runs.entry import command
 
 ACTIONS = ("make", "serve", "report")
 USAGE = "usage: python -m colorization.study make|serve|report study=DIR [overrides]"

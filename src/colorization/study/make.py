@@ -22,8 +22,9 @@ from PIL import Image
 from colorization.api import to_uint8
 from colorization.color import lab_to_rgb, rgb_to_lab
 from colorization.errors import ConfigError
-from colorization.evaluate import evaluation_dataset, protocol_transform
-from colorization.models.pretrained import load_authors_weights, load_module
+from colorization.metrics.protocol import evaluation_dataset, protocol_transform
+from colorization.models.authors import load_authors_weights
+from colorization.models.pretrained import load_module
 
 log = logging.getLogger(__name__)
 

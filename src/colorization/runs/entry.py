@@ -1,11 +1,9 @@
-"""Small helpers shared by the entry points: config location, resolvers, one-line errors, the run wrapper."""
+"""The one entry of every command: config location, resolvers, one-line errors."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
-import importlib.util
 import itertools
 import netrc
 import os
@@ -20,13 +18,13 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from colorization.color.decode import STRIP_TEMPERATURES
 from colorization.color.reference import ReferenceError
 from colorization.errors import ConfigError
-from colorization.sweeps import sweep_group, sweep_job_name
+from colorization.runs.sweeps import sweep_group, sweep_job_name
 
 
 def _run_id() -> str:
@@ -46,8 +44,9 @@ RUN_ID = _run_id()
 
 def config_dir() -> str:
     """The Hydra configs: shipped inside the wheel, or the repository's conf/ in an editable install."""
-    packaged = Path(__file__).parent / "conf"
-    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf")
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parents[1] / "conf")
 
 
 def wandb_offline() -> bool:
@@ -84,43 +83,6 @@ def register_resolvers() -> None:
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
-
-
-def build_trainer(cfg: DictConfig, extra_callbacks=(), **options):
-    """The Trainer of ``cfg.trainer`` with the callbacks of ``cfg.callbacks`` (then ``extra_callbacks``) and the
-    loggers of ``cfg.logger``; ``options`` go to the Trainer."""
-    import hydra
-    from lightning.pytorch.callbacks import ProgressBar
-
-    def built(group: str) -> list:
-        return [hydra.utils.instantiate(c) for c in (cfg.get(group) or {}).values() if c is not None]
-
-    callbacks = [*built("callbacks"), *extra_callbacks]
-    wants_bar = cfg.trainer.get("enable_progress_bar", True) is not False
-    # Lightning's rich bar without "Epoch 0/-2", where Lightning would pick its rich bar itself (rich installed)
-    if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks) and importlib.util.find_spec("rich"):
-        from colorization.callbacks.progress_bar import StepsProgressBar
-
-        callbacks.append(StepsProgressBar())
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=built("logger") or False, **options)
-
-
-@contextlib.contextmanager
-def logged_run(trainer, cfg: DictConfig):
-    """The body of a run (train, evaluate, probe): the whole config goes to the loggers first, and the W&B run
-    is closed when the body ends, whatever happens (a multirun starts a fresh one per job); marked failed
-    (exit code 1) when the body raised."""
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    failed = True
-    try:
-        yield trainer
-        failed = False
-    finally:
-        for logger in trainer.loggers:
-            finish = getattr(getattr(logger, "experiment", None), "finish", None)  # W&B's; CSV has none
-            if finish is not None:
-                finish(exit_code=1 if failed else 0)
 
 
 def command(config_name: str):
