@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 from skimage.color import rgb2lab
 
-from colorization.colorize import colorize, main, plan
+from colorization.colorize import colorize, main
 from colorization.errors import ConfigError
+from colorization.serving.outputs import plan
 from conftest import compose
 from test_evaluate import authors_state, grid_bins
 
@@ -199,7 +200,7 @@ def test_the_authors_weights(tmp_path, monkeypatch):
 
 
 def test_colorize_never_writes_through_a_planted_link_or_over_a_hard_linked_input(tmp_path):
-    """The plan's outputs come from data.safety.OutputPaths: a symbolic link planted under the natural output name
+    """The plan's outputs come from serving.safety.OutputPaths: a symbolic link planted under the natural output name
     (pointing outside), and an output name that is a hard link to an input, are both passed over."""
     photos, out = tmp_path / "in", tmp_path / "out"
     (photos / "sub").mkdir(parents=True)

@@ -16,7 +16,7 @@ from PIL import Image
 from skimage.color import rgb2lab
 
 from browser import browser_paths, chromium, free_port, server
-from colorization.demo import colorize_file
+from colorization.serving.demo_page import colorize_file
 
 SRC = str(Path(__file__).parents[1] / "src")
 

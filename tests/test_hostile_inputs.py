@@ -161,7 +161,7 @@ import torch
 from PIL import Image
 
 from colorization.api import Colorizer
-from colorization.demo import colorize_file
+from colorization.serving.demo_page import colorize_file
 
 def peak_gb():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork and exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -206,7 +206,7 @@ def test_the_robustness_corpus_through_the_api_and_the_demo(narrow_checkpoint, t
     """Every readable file comes back colorized at its displayed size; every bad one is a one-line error."""
     from colorization.api import Colorizer
     from colorization.data.image_files import BadImageError
-    from colorization.demo import colorize_file
+    from colorization.serving.demo_page import colorize_file
     from test_robustness import make_corpus
 
     good, bad = make_corpus(tmp_path / "corpus")
@@ -229,7 +229,7 @@ def test_the_robustness_corpus_through_the_api_and_the_demo(narrow_checkpoint, t
 
 def test_the_demo_runs_one_colorization_at_a_time_with_a_bounded_queue(narrow_checkpoint):
     from colorization.api import Colorizer
-    from colorization.demo import QUEUE_SIZE, app
+    from colorization.serving.demo_page import QUEUE_SIZE, app
 
     page = app(Colorizer.from_checkpoint(narrow_checkpoint, device="cpu", size=64))
     assert page._queue.max_size == QUEUE_SIZE and page._queue.default_concurrency_limit == 1

@@ -35,8 +35,8 @@ from colorization.data.datasets import (
     skipped_files,
     val_transform,
 )
-from colorization.data.safety import safe_name, safe_output_path
 from colorization.errors import ConfigError
+from colorization.serving.safety import safe_name, safe_output_path
 
 REPO = Path(__file__).resolve().parents[1]
 EXIF_ORIENTATION = 0x0112

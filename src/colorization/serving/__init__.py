@@ -1,0 +1,1 @@
+"""The colorizer for others: colorize's files in and out (safely), the demo page, ONNX, the exported model's card."""
