@@ -139,7 +139,7 @@ def test_prepared_backbone_has_no_batchnorm_and_the_same_classes(tmp_path, label
     import hydra
 
     from colorization.models.alexnet import AlexNetColorization
-    from colorization.probe import prepare_backbone
+    from colorization.models.probe_setup import prepare_backbone
 
     cfg = compose([f"data.root={labeled_dir / 'train'}", *PROBE_TINY], tmp_path, "probe")
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -339,7 +339,7 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 def test_checkpoint_errors(tmp_path):
     from colorization.models.module import ColorizationModule
-    from colorization.probe import load_backbone
+    from colorization.models.probe_setup import load_backbone
 
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("not a checkpoint")
