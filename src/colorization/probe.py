@@ -18,10 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from colorization.checkpoints import load_checkpoint
 from colorization.errors import ConfigError
 from colorization.models.alexnet import MIN_SIZE_FEATURES
-from colorization.models.eccv16 import PORT_LAYOUT
-from colorization.models.module import build_network
 from colorization.models.probe import REDUCE_MODES, LinearProbes
 from colorization.models.probe_setup import (
+    baseline_backbones,
     check_validation_labels,
     class_names,
     load_backbone,
@@ -83,11 +82,7 @@ def probe(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> tuple[L
     net, hparams = load_backbone(cfg.ckpt_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
-    backbones = {CHECKPOINT: net}
-    for name in cfg.probe.baselines or []:
-        if name == "random":  # same architecture and options, fresh initialization (seeded)
-            options = {key: hparams.get(key, default) for key, default in {**PORT_LAYOUT, "width": 1.0}.items()}
-            backbones[name] = build_network(hparams["arch"], net.out_channels, **options).eval()
+    backbones = {CHECKPOINT: net, **baseline_backbones(net, hparams, cfg.probe.baselines or [])}
     for backbone in backbones.values():
         prepare_backbone(backbone, cfg, datamodule)
     n_train = len(datamodule.train_set) if hasattr(datamodule.train_set, "__len__") else None

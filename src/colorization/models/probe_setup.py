@@ -13,6 +13,8 @@ from colorization.color import uint8_to_lightness
 from colorization.errors import ConfigError
 from colorization.models.batchnorm import fold_batchnorm
 from colorization.models.data_init import calibrate_gradient_ratio
+from colorization.models.eccv16 import PORT_LAYOUT
+from colorization.models.module import build_network
 from colorization.models.pretrained import load_module
 from colorization.models.probe import IGNORE_LABEL
 
@@ -40,6 +42,14 @@ class _ProbedTrunk(torch.nn.Module):
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         return self.net.features(L, classic=self.classic)["pool5"]
+
+
+def baseline_backbones(net: torch.nn.Module, hparams: dict, names: list[str]) -> dict[str, torch.nn.Module]:
+    """probe.baselines: "random" is the same architecture and options, freshly initialized (seeded)."""
+    options = {key: hparams.get(key, default) for key, default in {**PORT_LAYOUT, "width": 1.0}.items()}
+    return {
+        name: build_network(hparams["arch"], net.out_channels, **options).eval() for name in names if name == "random"
+    }
 
 
 def prepare_backbone(net: torch.nn.Module, cfg: DictConfig, datamodule) -> torch.nn.Module:
