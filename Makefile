@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev,sweep]"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[all,dev]"
 	touch $(STAMP)
 
 # Debian's Chromium and its driver, for the web pages' browser tests (the demo, the perceptual study). Installed
@@ -51,7 +51,7 @@ test-all: install
 LOWEST ?= .venv-lowest
 test-lowest: system-deps
 	@test -x $(LOWEST)/bin/uv || { $(PYTHON) -m venv $(LOWEST) && $(LOWEST)/bin/pip install -q uv; }
-	$(LOWEST)/bin/uv pip install --python $(LOWEST)/bin/python -q --resolution lowest-direct -e ".[dev,sweep]"
+	$(LOWEST)/bin/uv pip install --python $(LOWEST)/bin/python -q --resolution lowest-direct -e ".[all,dev]"
 	$(LOWEST)/bin/python -m pytest $(ARGS)
 
 lint: install

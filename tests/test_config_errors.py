@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from colorization.errors import ConfigError
 from colorization.runs.entry import one_line_errors
 from colorization.train import train
 from conftest import TINY, compose
@@ -193,3 +194,57 @@ def test_every_command_gives_one_line_and_exit_2_for_a_mistyped_key_and_exit_0_f
     )
     code, out, _ = run_main(command, ["--help"], monkeypatch, capsys)
     assert code == 0 and ("usage" in out or "powered by Hydra" in out), out[:300]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "missing", "extra"),
+    [("demo", ["ckpt_path=model.ckpt"], "gradio", "demo"), ("study", ["serve", "study=somewhere"], "fastapi", "study")],
+)
+def test_a_missing_extra_is_one_line_naming_it(command, args, missing, extra, tmp_path, monkeypatch, capsys):
+    """The web and export dependencies are extras: a command that lacks its extra names it, exit status 2."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else find_spec(name, *a))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
+    code, _, err = run_main(command, args, monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {missing} is not installed: pip install 'colorization[{extra}]' (or colorization[all])"
+    ], err
+
+
+def test_export_onnx_without_onnx_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from colorization.serving.onnx import export_onnx
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"colorization\[export\]"):
+        export_onnx(None, "model.onnx")
+
+
+BLOCK_EXTRAS = """
+import sys
+for name in ("gradio", "fastapi", "uvicorn", "onnx"):
+    sys.modules[name] = None  # as if not installed: importing it raises, find_spec says None
+import runpy
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+def test_training_and_evaluating_need_no_extra(tmp_path):
+    """``pip install colorization`` trains and evaluates: no web or export package is imported on the way."""
+    from conftest import REPO, TINY
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path / "logs")}
+    train = [sys.executable, "-c", BLOCK_EXTRAS, "colorization.train", *TINY, "trainer.max_steps=2"]
+    result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (ckpt,) = (tmp_path / "logs").rglob("last.ckpt")
+    evaluate = [sys.executable, "-c", BLOCK_EXTRAS, "colorization.evaluate", f"ckpt_path={ckpt}", "logger=csv",
+                "trainer.accelerator=cpu", "protocol.size=64", "data.num_workers=0"]  # fmt: skip
+    result = subprocess.run(evaluate, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (next((tmp_path / "logs").rglob("metrics.json"))).is_file()

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from colorization.api import Colorizer
 from colorization.data.image_files import set_max_pixels
-from colorization.errors import ConfigError
+from colorization.errors import ConfigError, require_extra
 from colorization.models.pretrained import load_model
 from colorization.runs.entry import command
 from colorization.serving.demo_page import app
@@ -45,6 +45,7 @@ def load_colorizer(cfg: DictConfig) -> Colorizer:
 
 @command("demo")
 def main(cfg: DictConfig) -> None:
+    require_extra("demo", "gradio")  # before a model is loaded
     if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
         raise ConfigError(f"port={cfg.port} must be an integer in 1..65535")
     set_max_pixels(cfg.max_pixels)

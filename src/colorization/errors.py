@@ -13,3 +13,14 @@ def check_number(value, key: str, integer: bool = False):
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigError(f"{key}={value!r} must be {'an integer' if integer else 'a number'}")
     return value
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """A one-line ConfigError naming the package extra when one of ``modules`` is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} is not installed: pip install 'colorization[{extra}]' (or colorization[all])"
+        )

@@ -18,6 +18,7 @@ from colorization.api import Colorizer, shrink, to_uint8
 from colorization.color.decode import STRIP_TEMPERATURES
 from colorization.data.datasets import BadImageError, load_image
 from colorization.data.sources import sample_photo_dir
+from colorization.errors import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def app(
     colorizer: Colorizer, strip_temperatures: list[float] | None = None, title: str = "Colorful Image Colorization"
 ):
     """The Gradio page for ``colorizer`` (a ``gradio.Blocks``; ``.launch()`` serves it)."""
+    require_extra("demo", "gradio")
     import gradio as gr
 
     strip_temperatures = list(strip_temperatures or STRIP_TEMPERATURES)

@@ -12,6 +12,7 @@ from torch import nn
 
 from colorization.api import Colorizer
 from colorization.color.targets import AB_SCALE
+from colorization.errors import require_extra
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
@@ -45,6 +46,7 @@ def export_onnx(colorizer: Colorizer, path: Path, temperature: float | None = No
     runtime may leave it out), output ``ab`` (batch, 2, height, width); batch, height and width are dynamic.
 
     torch's TorchScript-based exporter (``dynamo=False``): the torch.export one needs onnxscript, not a dependency."""
+    require_extra("export", "onnx")
     import onnx
     from onnx import numpy_helper
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from colorization.errors import ConfigError
+from colorization.errors import ConfigError, require_extra
 from colorization.runs.entry import command
 
 ACTIONS = ("make", "serve", "report")
@@ -20,6 +20,8 @@ def run(cfg: DictConfig) -> None:
         raise ConfigError(f"action={cfg.action!r} is not one of {ACTIONS} ({USAGE})")
     if not cfg.study:
         raise ConfigError("study is not set: pass study=DIR")
+    if cfg.action != "make":
+        require_extra("study", "fastapi", "uvicorn")
     if cfg.action == "make":
         from colorization.study.make import make
 
