@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from colorization.data import ColorizationDataModule
+from colorization.data import FolderDataModule, HFDataModule, SamplesDataModule
 from colorization.data.datasets import ResizeAtLeast, load_image
 from colorization.data.sources import SAMPLE_TRAIN, SAMPLE_VAL, sample_photo_dir
 from colorization.errors import ConfigError
@@ -33,7 +33,7 @@ def test_sample_photos_are_bundled_and_split_into_train_and_held_out():
 
 
 def test_sample_source_gives_uint8_crops_of_the_real_photos():
-    dm = ColorizationDataModule(source="samples", crop_size=32, resize=64, batch_size=4, num_workers=0, train_crops=8)
+    dm = SamplesDataModule(crop_size=32, resize=64, batch_size=4, num_workers=0, train_crops=8)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))["image"]
     assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 32, 32)
@@ -45,7 +45,7 @@ def test_sample_source_gives_uint8_crops_of_the_real_photos():
 
 
 def test_sample_validation_set_is_fixed_and_held_out():
-    make = lambda: ColorizationDataModule(crop_size=32, resize=64, num_workers=0, val_crops=6)  # noqa: E731
+    make = lambda: SamplesDataModule(crop_size=32, resize=64, num_workers=0, val_crops=6)  # noqa: E731
     a, b = make(), make()
     a.setup(), b.setup()
     assert len(a.val_set) == 6
@@ -70,8 +70,7 @@ def photo_folder(tmp_path):
 
 
 def test_folder_source_lists_recursively_and_holds_out_a_fixed_split(photo_folder):
-    dm = ColorizationDataModule(
-        source="folder",
+    dm = FolderDataModule(
         root=str(photo_folder),
         crop_size=32,
         resize=64,
@@ -83,7 +82,7 @@ def test_folder_source_lists_recursively_and_holds_out_a_fixed_split(photo_folde
     dm.setup()
     train, val = dm.train_set.files, dm.val_set.files
     assert len(train) + len(val) == 10 and len(val) == 1 and not set(train) & set(val)
-    again = ColorizationDataModule(source="folder", root=str(photo_folder), crop_size=32, num_workers=0)
+    again = FolderDataModule(root=str(photo_folder), crop_size=32, num_workers=0)
     again.setup()
     assert again.val_set.files == val  # the hold-out does not change between runs
     batch = next(iter(dm.train_dataloader()))
@@ -95,14 +94,14 @@ def test_folder_source_lists_recursively_and_holds_out_a_fixed_split(photo_folde
 
 def test_folder_source_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.root"):
-        ColorizationDataModule(source="folder", root=str(tmp_path / "missing"))
+        FolderDataModule(root=str(tmp_path / "missing")).check_not_empty()
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"data\.root=.*no image files"):
-        ColorizationDataModule(source="folder", root=str(tmp_path / "empty"))
+        FolderDataModule(root=str(tmp_path / "empty")).check_not_empty()
     with pytest.raises(ConfigError, match=r"data\.crop_size"):
-        ColorizationDataModule(crop_size=0)  # (the network's multiple is checked by train: model.arch decides)
-    with pytest.raises(ConfigError, match=r"data\.source"):
-        ColorizationDataModule(source="ftp")
+        SamplesDataModule(crop_size=0)  # (the network's multiple is checked by train: model.arch decides)
+    with pytest.raises(ConfigError, match=r"data\.source='ftp': this DataModule \(FolderDataModule\) reads 'folder'"):
+        FolderDataModule(source="ftp", root=str(tmp_path))
 
 
 @pytest.fixture
@@ -115,10 +114,10 @@ def flat_class_folder(photo_folder, tmp_path):
     return root
 
 
-def imagefolder(root, **options) -> ColorizationDataModule:
+def imagefolder(root, **options) -> HFDataModule:
     """``data=hf data.path=imagefolder data.data_dir=root``, small: 32 x 32 crops, batches of 2, 2 held out."""
-    return ColorizationDataModule(
-        **{"source": "hf", "path": "imagefolder", "data_dir": str(root), "crop_size": 32, "num_workers": 0}
+    return HFDataModule(
+        **{"path": "imagefolder", "data_dir": str(root), "crop_size": 32, "num_workers": 0}
         | {"batch_size": 2, "val_size": 2, **options}
     )
 

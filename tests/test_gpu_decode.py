@@ -14,7 +14,7 @@ import skimage
 import torch
 from PIL import Image
 
-from colorization.data import ColorizationDataModule
+from colorization.data import FolderDataModule, HFDataModule
 from colorization.data.datasets import BadImageError, ImageFiles, collate, load_image, skipped_files, val_transform
 from colorization.data.gpu_jpeg import EncodedFiles, decode_batch, encoded_image
 from test_robustness import png_with_header
@@ -96,7 +96,7 @@ def test_a_jpeg_the_device_decoder_refuses_is_dropped_with_its_label_and_named(p
     dataset = EncodedFiles([good[0], broken, good[1]], val_transform(32, 48), labels=[0, 1, 2])
     batch = collate([dataset[i] for i in range(3)])
     assert batch["data"][1].ndim == 1  # it passed the worker's checks: its bytes travel to the decoder
-    dm = ColorizationDataModule(source="folder", root=str(photos), crop_size=32, resize=48, gpu_decode=True)
+    dm = FolderDataModule(root=str(photos), crop_size=32, resize=48, gpu_decode=True)
     dm.setup("fit")
     with caplog.at_level(logging.WARNING):
         out = dm.on_before_batch_transfer(batch)
@@ -107,12 +107,13 @@ def test_a_jpeg_the_device_decoder_refuses_is_dropped_with_its_label_and_named(p
 
 @pytest.mark.parametrize("source", ["folder", "hf"])
 def test_datamodule_with_gpu_decode_gives_the_same_batches_as_without(photos, source):
-    kwargs = dict(crop_size=64, resize=96, batch_size=2, num_workers=0, labels=True, val_size=2)
+    kwargs = dict(crop_size=64, resize=96, batch_size=2, num_workers=0, val_size=2)
     if source == "folder":
-        kwargs.update(source="folder", root=str(photos))
+        kwargs.update(source="folder", root=str(photos), labels=True)
     else:
         kwargs.update(source="hf", path="imagefolder", data_dir=str(photos), label_column="label")
-    plain, fast = ColorizationDataModule(**kwargs), ColorizationDataModule(**kwargs, gpu_decode=True)
+    make = {"folder": FolderDataModule, "hf": HFDataModule}[kwargs.pop("source")]
+    plain, fast = make(**kwargs), make(**kwargs, gpu_decode=True)
     for dm in (plain, fast):
         dm.setup("fit")
     a = plain.on_before_batch_transfer(next(iter(plain.val_dataloader())))

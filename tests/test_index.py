@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorization.data import ColorizationDataModule, sources
+from colorization.data import FolderDataModule, sources
 from colorization.data import index as index_module
 
 
@@ -39,7 +39,7 @@ def counted(monkeypatch):
         return walk(path)
 
     monkeypatch.setattr(sources, "_walk_images", counting_walk)
-    import colorization.data.datamodule as datamodule
+    import colorization.data.source_modules as datamodule
 
     original = datamodule.readable
 
@@ -53,9 +53,12 @@ def counted(monkeypatch):
 
 
 def test_a_second_run_reads_the_index_and_decodes_nothing(class_tree, counted):
-    first = ColorizationDataModule(source="folder", root=str(class_tree), labels=True, val_size=2)
+    first = FolderDataModule(root=str(class_tree), labels=True, val_size=2)
+    assert counted == {"walk": 0, "decode": 0}  # nothing is listed in the constructor
+    first.setup("fit")
     assert counted == {"walk": 1, "decode": 1}  # the hold-out candidate (18 files: 1 held out), checked once
-    second = ColorizationDataModule(source="folder", root=str(class_tree), labels=True, val_size=2)
+    second = FolderDataModule(root=str(class_tree), labels=True, val_size=2)
+    second.setup("fit")
     assert counted == {"walk": 1, "decode": 1}, "the second DataModule walked or decoded again"
     assert first.file_split == second.file_split
     assert second.file_split.classes == ["n01", "n02", "n03"]  # from the same listing
@@ -64,21 +67,22 @@ def test_a_second_run_reads_the_index_and_decodes_nothing(class_tree, counted):
 
 
 def test_a_changed_class_folder_is_listed_again(class_tree, counted):
-    ColorizationDataModule(source="folder", root=str(class_tree), val_size=2)
+    FolderDataModule(root=str(class_tree), val_size=2).setup("fit")
     time.sleep(0.01)
     new = class_tree / "n02" / "new.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(new)
-    dm = ColorizationDataModule(source="folder", root=str(class_tree), val_size=2)
-    assert counted["walk"] == 2 and new in dm.file_split.train + dm.file_split.val
+    dm = FolderDataModule(root=str(class_tree), val_size=2)
+    files = dm.file_split.train + dm.file_split.val
+    assert counted["walk"] == 2 and new in files
 
 
 def test_data_index_puts_the_index_where_asked_and_reuses_it(class_tree, tmp_path, counted):
     path = tmp_path / "imagenet_index.json"
-    ColorizationDataModule(source="folder", root=str(class_tree), val_size=2, index=str(path))
+    FolderDataModule(root=str(class_tree), val_size=2, index=str(path)).setup("fit")
     written = json.loads(path.read_text())
     assert written["root"] == str(class_tree.resolve()) and len(written["files"]) == 18
     assert all(not Path(f).is_absolute() for f in written["files"])
-    ColorizationDataModule(source="folder", root=str(class_tree), val_size=2, index=str(path))
+    FolderDataModule(root=str(class_tree), val_size=2, index=str(path)).setup("fit")
     assert counted["walk"] == 1
 
 

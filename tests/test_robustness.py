@@ -266,10 +266,10 @@ def test_a_folder_with_no_readable_image_is_a_config_error(corpus, tmp_path):
 
 
 def test_invalid_on_error_is_a_one_line_config_error(tmp_path):
-    from colorization.data import ColorizationDataModule
+    from colorization.data import SamplesDataModule
 
     with pytest.raises(ConfigError, match=r"data\.on_error='ignore'"):
-        ColorizationDataModule(source="samples", on_error="ignore")
+        SamplesDataModule(on_error="ignore")
 
 
 def test_hf_datasets_skip_bad_images_map_style_and_streaming(corpus):

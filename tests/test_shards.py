@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from colorization.data import ColorizationDataModule
+from colorization.data import ShardsDataModule
 from colorization.data.crops import CropTransform, item_rng, resized_size
 from colorization.errors import ConfigError
 from conftest import TINY, compose
@@ -103,7 +103,7 @@ def test_a_shard_item_is_its_stored_image_cut_where_its_own_seed_says(labeled):
     the same in any worker, any rank and after a resume."""
     _, out, _ = labeled
     stored = stored_items(out / "train")
-    dm = ColorizationDataModule(source="shards", root=str(out), labels=True, crop_size=32, resize=64, seed=5)
+    dm = ShardsDataModule(root=str(out), labels=True, crop_size=32, resize=64, seed=5)
     dm.setup("fit")
     for position in range(4):
         image = np.asarray(Image.open(io.BytesIO(stored[position]["image"])))
@@ -135,8 +135,8 @@ def test_crop_plans_match_torchvision_resize_and_center_crop_and_a_hand_cut():
 
 def test_prior_sample_and_gpu_decode_read_shards_as_any_source(labeled):
     photos, out, _ = labeled
-    kwargs = dict(source="shards", root=str(out), labels=True, crop_size=32, resize=64, batch_size=4, num_workers=0)
-    plain, fast = ColorizationDataModule(**kwargs), ColorizationDataModule(**kwargs, gpu_decode=True)
+    kwargs = dict(root=str(out), labels=True, crop_size=32, resize=64, batch_size=4, num_workers=0)
+    plain, fast = ShardsDataModule(**kwargs), ShardsDataModule(**kwargs, gpu_decode=True)
     for dm in (plain, fast):
         dm.setup("fit")
     a = [b for b in plain.sample_batches(6, seed=1)]
@@ -150,12 +150,12 @@ def test_prior_sample_and_gpu_decode_read_shards_as_any_source(labeled):
 def test_shards_errors_are_one_line(labeled, tmp_path):
     photos, out, _ = labeled
     with pytest.raises(ConfigError, match=r"data.resize=128: the shards .* shorter side at 64"):
-        ColorizationDataModule(source="shards", root=str(out), resize=128)
+        ShardsDataModule(root=str(out), resize=128).check_not_empty()
     with pytest.raises(ConfigError, match=r"data.root=.*nowhere: no such directory"):
-        ColorizationDataModule(source="shards", root=str(tmp_path / "nowhere"), resize=64)
+        ShardsDataModule(root=str(tmp_path / "nowhere"), resize=64).check_not_empty()
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no shards index at .*empty/train/index.json"):
-        ColorizationDataModule(source="shards", root=str(tmp_path / "empty"), resize=64)
+        ShardsDataModule(root=str(tmp_path / "empty"), resize=64).check_not_empty()
     with pytest.raises(ConfigError, match=r"output=.* holds shards of another conversion"):
         convert(["data=folder", f"data.root={photos}", "data.resize=64", f"output={out}"], tmp_path)
     with pytest.raises(ConfigError, match=r"format='png' is not one of"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from colorization.data import ColorizationDataModule
+from colorization.data import HFDataModule
 from colorization.data.datasets import HFImageStream, val_transform
 from colorization.data.loaders import ResumableLoader, per_rank_batch
 from colorization.errors import ConfigError
@@ -54,7 +54,7 @@ def test_per_rank_batch_is_the_global_batch_split_evenly():
 
 
 def test_stream_without_epoch_length_on_several_ranks_is_a_config_error(parquet_dir):
-    dm = ColorizationDataModule(source="hf", path="parquet", data_dir=str(parquet_dir), streaming=True, batch_size=4)
+    dm = HFDataModule(path="parquet", data_dir=str(parquet_dir), streaming=True, batch_size=4)
     dm.check_world_size(1)  # one process: the stream simply ends
     with pytest.raises(ConfigError, match="data.batches_per_epoch"):
         dm.check_world_size(2)
@@ -83,8 +83,7 @@ def test_stream_position_survives_a_state_dict_round_trip(parquet_dir, workers):
 
 def rank_loader(parquet_dir: Path, rank: int, world: int, batch_size: int, batches: int | None):
     """The train loader that rank `rank` of `world` builds (a Trainer is stood in for by its two numbers)."""
-    dm = ColorizationDataModule(
-        source="hf",
+    dm = HFDataModule(
         path="parquet",
         data_dir=str(parquet_dir),
         val_split="validation",

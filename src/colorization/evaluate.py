@@ -93,7 +93,7 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     datamodule = hydra.utils.instantiate(cfg.data, crop_size=size, resize=size)  # checks every data key
     data = OmegaConf.create(dict(datamodule.hparams))
     indices = load_indices(cfg.protocol.indices, cfg.color.download)
-    split = datamodule.file_split
+    split = getattr(datamodule, "file_split", None)  # a folder's listing, reused
     dataset, classes = evaluation_dataset(data, protocol_transform(cfg.protocol.name, size), indices, split)
     module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
     bins, prior = auc_bins_and_prior(cfg, module)

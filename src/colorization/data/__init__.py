@@ -1,3 +1,4 @@
 from colorization.data.datamodule import ColorizationDataModule
+from colorization.data.source_modules import FolderDataModule, HFDataModule, SamplesDataModule, ShardsDataModule
 
-__all__ = ["ColorizationDataModule"]
+__all__ = ["ColorizationDataModule", "FolderDataModule", "HFDataModule", "SamplesDataModule", "ShardsDataModule"]
