@@ -117,16 +117,16 @@ def test_fewer_patches_than_filters_fall_back_to_gaussian_weights():
 
 
 def init_calls(monkeypatch) -> list[int]:
-    import colorization.train as train_module
+    import colorization.models.initialize as initialize
 
     calls = []
-    real = train_module.kmeans_init
+    real = initialize.kmeans_init
 
     def counting(net, batches, **kwargs):
         calls.append(sum(len(b) for b in batches))
         return real(net, batches, **kwargs)
 
-    monkeypatch.setattr(train_module, "kmeans_init", counting)
+    monkeypatch.setattr(initialize, "kmeans_init", counting)
     return calls
 
 
@@ -148,18 +148,19 @@ def test_training_runs_it_before_the_first_step_and_not_on_resume(tmp_path, monk
 
 def test_the_initialized_weights_are_the_ones_trained(tmp_path, monkeypatch, caplog):
     """The network that fit() trains starts from the init's output (not re-initialized after it)."""
+    import colorization.models.initialize as initialize
     import colorization.train as train_module
 
     captured = {}
-    real = train_module.kmeans_init
+    real = initialize.kmeans_init
 
     def keep(net, batches, **kwargs):
         records = real(net, batches, **kwargs)
         captured.update({k: v.clone() for k, v in net.state_dict().items()})
         return records
 
-    monkeypatch.setattr(train_module, "kmeans_init", keep)
-    with caplog.at_level(logging.INFO, logger="colorization.train"):
+    monkeypatch.setattr(initialize, "kmeans_init", keep)
+    with caplog.at_level(logging.INFO, logger="colorization.models.initialize"):
         trainer = train_module.train(compose([*SMALL, "trainer.max_steps=0"], tmp_path))
     state = trainer.lightning_module.net.state_dict()
     assert captured and all(torch.equal(state[k].cpu(), v.cpu()) for k, v in captured.items())

@@ -6,8 +6,9 @@ Runs ``python -m colorization.train experiment=rebalanced`` (tiny: one loader pr
 process and counts, per phase, the package's source files entered, its functions called, and the returns to
 a file already left (each distinct B -> A after A -> B: the reader goes back to a file they had left):
 - setup: from the start to the first training batch (config, data, prior, model, trainer);
-- step: one steady training step (from the end of batch 0 to the end of batch 1: the next batch's fetch,
-  transfer, targets, forward, loss, backward, optimizer) plus one validation batch (same bounds).
+- train: one steady training step (from the end of batch 0 to the end of batch 1: the next batch's fetch,
+  transfer, targets, forward, loss, backward, optimizer, the callbacks' batch hooks);
+- val: one validation batch (same bounds); step: train and val together; and the training step without callbacks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import lightning as L
 import colorization
 
 PACKAGE = str(Path(colorization.__file__).parent)
-PHASES = {"setup": [], "step": []}  # each: the (file, function) of every package frame entered, in order
+PHASES = {"setup": [], "train": [], "val": []}  # each: the (file, function) of every package frame entered, in order
 phase = "setup"
 
 
@@ -34,11 +35,11 @@ class PhaseMarks(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         global phase
-        phase = "step" if batch_idx == 0 else None
+        phase = "train" if batch_idx == 0 else None
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
         global phase
-        phase = "step" if batch_idx == 0 and not trainer.sanity_checking else None
+        phase = "val" if batch_idx == 0 and not trainer.sanity_checking else None
 
 
 def profile(frame, event, arg):
@@ -70,7 +71,11 @@ def counts(events: list) -> dict:
 
 
 def main() -> None:
+    import tempfile
+
     from colorization.train import main as train_main
+
+    cache = tempfile.mkdtemp()  # an empty cache: the prior is estimated in every trace, so runs compare
 
     sys.argv = [
         "colorization.train",
@@ -86,6 +91,7 @@ def main() -> None:
         "+trainer.enable_progress_bar=false",
         f"+callbacks.trace._target_={__name__}.PhaseMarks",
         "hydra.run.dir=${paths.log_dir}/trace/${run_id:}",
+        f"paths.cache_dir={cache}",
         *sys.argv[1:],
     ]
     sys.setprofile(profile)
@@ -96,7 +102,9 @@ def main() -> None:
             raise
     finally:
         sys.setprofile(None)
-    for name, events in PHASES.items():
+    phases = {**PHASES, "step (train + val)": PHASES["train"] + PHASES["val"]}
+    phases["train, callbacks aside"] = [e for e in PHASES["train"] if not e[0].startswith("callbacks/")]
+    for name, events in phases.items():
         found = counts(events)
         print(f"{name}: {found['files']} files, {found['functions']} functions, "
               f"{found['returns to a file already left']} returns to a file already left")
