@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 export COLORIZATION_LOG_DIR=${COLORIZATION_LOG_DIR:-logs}
-$PY -m pytest -m gpu -q tests/test_gpu_decode.py tests/test_ddp.py
+$PY -m pytest -m gpu -q tests/data/test_gpu_decode.py tests/runs/test_ddp.py
 $PY -m colorization.bench "bench.memory_batches=[64,128,256,512]" "$@" | tee /tmp/colorization_bench.txt
 run_dir=$(sed -n 's/^written: \(.*\)\/bench.json.*/\1/p' /tmp/colorization_bench.txt)
 dest=${OUT:-experiments/benchmarks/results}
