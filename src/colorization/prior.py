@@ -1,14 +1,7 @@
 """python -m colorization.prior [data=...] [color.bins=...] [out=PATH]: estimate a dataset's ab prior once, save it.
 
-The prior p over the bins (PAPER.md "Class rebalancing") is the empirical distribution of the training set's
-colors: the authors' ``prior_probs.npy`` covers the whole ImageNet training set. An estimate must see the whole
-set, not its first files (an ImageNet folder sorted by class starts with fish): ``estimate_prior_from_data``
-reads a seeded uniform random sample of the training images (a shuffled stream for streaming sources), at the
-targets' resolution, as training sees them (random crops, ab picked at the network's target stride), counts each
-pixel's nearest bin, and smooths the histogram with the soft encoding's Gaussian (sigma 5), as the authors'.
-
-The file it writes (``.npz``: ``bins``, ``prior``, ``counts`` and a JSON ``meta``) is what ``color.prior=PATH``
-reads back, checked against ``color.bins``: estimate a prior once per dataset, reuse it across runs, share it.
+The estimate (a seeded uniform sample of the training images, as training sees them) and the file it writes, which
+``color.prior=PATH`` reads back checked against ``color.bins``: ``color/prior_source.py``.
 """
 
 from __future__ import annotations
