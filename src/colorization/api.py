@@ -41,20 +41,25 @@ MODEL_CARD = """---
 {{ card_data }}
 ---
 
-# {{ title | default("Colorful Image Colorization", true) }}
+# {{ title | default(model_name, true) | default("Colorful Image Colorization", true) }}
 
-A colorizer trained with [colorization]({{ repo_url }}), a reimplementation of Zhang, Isola & Efros,
-*Colorful Image Colorization* (ECCV 2016, [paper]({{ paper_url }})): a gray photo's lightness L in, its colors
-(Lab ab) out, as the annealed mean (T = {{ temperature }}) of a distribution over {{ num_bins }} ab bins.
+A colorizer made with [colorization]({{ repo_url }}), an implementation of Zhang, Isola & Efros, *Colorful Image
+Colorization* (ECCV 2016, [paper]({{ paper_url }})): a gray photo's lightness L in, its colors (Lab ab) out, as the
+annealed mean (T = {{ temperature }}) of a distribution over {{ num_bins }} ab bins.
 
 | | |
 |---|---|
 | architecture | {{ arch }} (batchnorm {{ batchnorm }}, input (L - 50) / {{ input_scale }}, width {{ width }}) |
 | loss | {{ loss }} |
 | parameters | {{ parameters }} |
-| source | {{ source }} |
+| weights | {{ source }} |
+| trained | {{ training }} |
 
 ## Use
+
+```bash
+pip install colorization
+```
 
 ```python
 from colorization import Colorizer
@@ -68,12 +73,31 @@ colorized.save("photo_color.png")
 
 {{ evaluation | default("Not evaluated at export: run `python -m colorization.evaluate ckpt_path=CKPT` and export with `metrics=<its run dir>`.", true) }}
 
+## Limitations
+
+{{ limitations }}
+
 ## Training config
 
 ```yaml
 {{ training_config }}
 ```
 """
+
+
+def _project_url(name: str) -> str:
+    """An address of [project.urls] in pyproject.toml (the installed package's metadata): one fact, one place."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = dict(u.split(", ", 1) for u in metadata("colorization").get_all("Project-URL") or [])
+    except PackageNotFoundError:  # run from a source tree without an install
+        urls = {}
+    return urls.get(name, "")
+
+
+PROJECT_URL = _project_url("Homepage")
+PAPER_URL = _project_url("Paper")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -87,8 +111,8 @@ class Colorizer(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="colorization",
-    repo_url="https://github.com/richzhang/colorization",
-    paper_url="https://arxiv.org/abs/1603.08511",
+    repo_url=PROJECT_URL,
+    paper_url=PAPER_URL,
     license="bsd-3-clause",
     pipeline_tag="image-to-image",
     tags=["image-colorization", "colorful-image-colorization", "eccv16"],
@@ -235,9 +259,17 @@ class Colorizer(
             "temperature": f"{h.temperature:g}",
             "parameters": f"{sum(p.numel() for p in self.model.net.parameters()) / 1e6:.1f} M",
             "source": "",
+            "training": "not recorded",
+            "limitations": "Not recorded at export.",
             "training_config": "",
         }
-        return super().generate_model_card(*args, **{**defaults, **kwargs})
+        options = {**defaults, **kwargs}
+        results = options.pop("eval_results", None)
+        card = super().generate_model_card(*args, **options)
+        if results:  # the Hub's model-index (written from card.data when the card is saved) names the model
+            card.data.model_name = options.get("model_name") or "colorization"
+            card.data.eval_results = results
+        return card
 
     # ---- using it -----------------------------------------------------------------------------
     @property

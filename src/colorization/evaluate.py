@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 from colorization.color import ab_bins, load_reference
 from colorization.errors import ConfigError
 from colorization.metrics.evaluation import Evaluation, write_report
-from colorization.metrics.protocol import PROTOCOLS, evaluation_dataset, load_indices, protocol_transform
+from colorization.metrics.protocol import PROTOCOLS, describe_data, evaluation_dataset, load_indices, protocol_transform
 from colorization.metrics.reference_nets import fid_metric, load_vgg16, lpips_metric
 from colorization.models.pretrained import load_model
-from colorization.runs.entry import command
+from colorization.runs.entry import command, command_line
 from colorization.runs.trainer import build_trainer, logged_run
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,13 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
             what = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"model.weights={cfg.model.weights}"
             subset = f", indices {cfg.protocol.indices}" if indices is not None else ""
             protocol = f"{cfg.protocol.name} {size}{subset}"
-            title = f"Evaluation of {what}: {evaluation.count} images ({protocol}), T = {cfg.temperature}"
-            write_report(Path(cfg.paths.output_dir), evaluation.results, evaluation.examples, title, trainer.loggers)
+            temperature = cfg.temperature if cfg.temperature is not None else float(module.hparams.temperature)
+            title = f"Evaluation of {what}: {evaluation.count} images ({protocol}), T = {temperature:g}"
+            dataset = data.path if data.source == "hf" else data.source  # the Hub's dataset id where there is one
+            context = {"model": what, "images": evaluation.count, "data": describe_data(data), "dataset": dataset,
+                       "protocol": protocol, "temperature": temperature, "command": command_line("evaluate")}  # fmt: skip
+            out = Path(cfg.paths.output_dir)
+            write_report(out, evaluation.results, evaluation.examples, title, trainer.loggers, context)
     return evaluation.results
 
 

@@ -20,7 +20,13 @@ from colorization.api import Colorizer
 from colorization.errors import ConfigError
 from colorization.models.pretrained import load_model
 from colorization.runs.entry import command
-from colorization.serving.model_card import evaluation_table, training_config
+from colorization.serving.model_card import (
+    eval_results,
+    evaluation_section,
+    read_evaluation,
+    training_config,
+    training_summary,
+)
 from colorization.serving.onnx import ONNX_FILE, export_onnx
 
 log = logging.getLogger(__name__)
@@ -41,15 +47,21 @@ def export(cfg: DictConfig) -> Path:
     if cfg.temperature is not None:
         module.hparams.temperature = float(cfg.temperature)
     colorizer = Colorizer.from_module(module, device="cpu")
-    table = evaluation_table(cfg.metrics)
+    evaluation = read_evaluation(cfg.metrics)
+    name = cfg.repo_id.split("/")[-1] if cfg.repo_id else Path(cfg.output).name
+    training, limitations = training_summary(cfg, module)
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").unlink(missing_ok=True)  # the mixin keeps an existing card: this export writes its own
     source = f"`{Path(cfg.ckpt_path).name}`" if cfg.ckpt_path else f"the authors' `{Path(cfg.model.weights).name}`"
     card = {
         "training_config": training_config(cfg, module),
-        "evaluation": table,
+        "evaluation": evaluation_section(evaluation, colorizer.temperature),
+        "eval_results": eval_results(evaluation),
+        "model_name": name,
         "source": source,
+        "training": training,
+        "limitations": limitations,
         "repo_id": cfg.repo_id,
     }
     colorizer.save_pretrained(out, model_card_kwargs=card)

@@ -127,3 +127,34 @@ def test_bad_options_fail_in_one_line(narrow_checkpoint, tmp_path):
         export(compose([f"ckpt_path={narrow_checkpoint}", f"metrics={tmp_path}"], tmp_path, "export"))
     with pytest.raises(ConfigError, match="no model"):
         export(compose([], tmp_path, "export"))
+
+
+def test_the_card_says_on_what_its_evaluation_was_made_and_round_trips_through_the_hub(narrow_checkpoint, tmp_path):
+    """A real evaluation at T = 0.2, exported at T = 0.3: the card states the data, the image count, the T and the
+    command of its table, the training (steps, data) and its limits; the Hub's parsers read its model-index back."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+
+    from colorization.evaluate import evaluate
+    from colorization.export import export
+    from helpers.evaluation import FAST
+
+    evaluation = tmp_path / "eval"
+    table = evaluate(compose([*FAST, f"ckpt_path={narrow_checkpoint}", "temperature=0.2", "num_examples=0"], evaluation,
+                             "evaluate"))  # fmt: skip
+    out = export(compose([f"ckpt_path={narrow_checkpoint}", f"output={tmp_path / 'model'}", f"metrics={evaluation}",
+                          "temperature=0.3"], tmp_path / "run", "export"))  # fmt: skip
+    card = ModelCard.load(out / "README.md")
+    assert "On 2 images of the 2 held-out sample photos (scikit-image) (center_crop 64), decoded at T = 0.2" in card.text
+    assert "(this export's default is T = 0.3" in card.text
+    assert "| trained | 2 steps of batch 4 on the 7 bundled sample photos (scikit-image)" in card.text
+    assert "trained for only 2 steps" in card.text and "pip install colorization" in card.text
+    assert "github.com/richzhang" not in card.text  # it links this project, not the authors' code
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["auc"].metric_value == pytest.approx(table["model"]["auc"], abs=1e-4)
+    assert results["auc"].dataset_name == "the 2 held-out sample photos (scikit-image)"
+    name, index = card.data.model_name, card.data.to_dict()["model-index"]
+    assert model_index_to_eval_results(eval_results_to_model_index(name, card.data.eval_results)) == (
+        name, card.data.eval_results
+    )
+    assert model_index_to_eval_results(index)[1] == card.data.eval_results

@@ -166,10 +166,13 @@ def markdown_table(results: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, results: dict, examples: dict, title: str, loggers: list) -> None:
+def write_report(out_dir: Path, results: dict, examples: dict, title: str, loggers: list, context: dict) -> None:
+    """metrics.json (the table), evaluation.json (``context``: which model, data, image count, protocol, T and
+    command made it), metrics.md, examples.png, and the loggers."""
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = {row: {k: _number(v) for k, v in values.items()} for row, values in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
+    (out_dir / "evaluation.json").write_text(json.dumps(context, indent=2) + "\n")
     table = markdown_table(results, title)
     (out_dir / "metrics.md").write_text(table)
     grid = None

@@ -67,6 +67,17 @@ def select_files(files: list[Path], indices: np.ndarray | None, where: str) -> l
     return [int(i) for i in indices]
 
 
+def describe_data(data: DictConfig) -> str:
+    """The evaluation set in words, for reports and model cards."""
+    if data.source == "samples":
+        return "the 2 held-out sample photos (scikit-image)"
+    if data.source == "folder":
+        return f"the images under {data.val_root or data.root}"
+    if data.source == "hf":
+        return f"{data.path}{'/' + data.name if data.name else ''} split {data.val_split or data.split}"
+    return f"the {data.source} source at {data.get('root')}"
+
+
 def evaluation_dataset(
     data: DictConfig, transform, indices: np.ndarray | None, split=None
 ) -> tuple[Dataset, list[str] | None]:

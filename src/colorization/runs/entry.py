@@ -85,6 +85,15 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def command_line(name: str) -> str | None:
+    """This run's command as typed (``python -m colorization.<name> key=value ...``); None outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return " ".join([f"python -m colorization.{name}", *HydraConfig.get().overrides.task])
+
+
 def command(config_name: str):
     """The one entry of every command (``python -m colorization.<command>``): the resolvers registered, Hydra's main
     over ``conf/<config_name>.yaml``, and a bad command line or value ended in one line with exit status 2."""

@@ -1,4 +1,6 @@
-"""What the exported model's card says: the evaluation table of an evaluate run, the training config."""
+"""What the exported model's card says, and only what is known: the evaluation table with the data, image count, T
+and command that made it (an evaluate run's ``evaluation.json``), its ``model-index`` metadata, how the weights were
+trained (steps, batch, data: from the checkpoint and its run's config), the limitations that follow, the config."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from colorization.checkpoints import load_checkpoint
+from colorization.data.sources import SAMPLE_TRAIN
 from colorization.errors import ConfigError
-from colorization.metrics.evaluation import markdown_table
+from colorization.metrics.evaluation import COLUMNS, markdown_table
+
+AUTHORS_TRAINING = "by the authors, on the ImageNet training set (1.3 M photos), 450k iterations of batch 40"
+SHORT_TRAINING = 100_000  # fewer steps than this: the card says the model is a demonstration, not a colorizer
 
 
-def evaluation_table(metrics: str | None) -> str | None:
-    """The Markdown table of a ``colorization.evaluate`` run (its directory or its ``metrics.json``)."""
+def read_evaluation(metrics: str | None) -> tuple[dict, dict | None] | None:
+    """The rows of a ``colorization.evaluate`` run (its directory or its ``metrics.json``) and its context."""
     if not metrics:
         return None
     path = Path(metrics).expanduser()
@@ -22,11 +29,84 @@ def evaluation_table(metrics: str | None) -> str | None:
     try:
         results = json.loads(path.read_text())
         nan = float("nan")
-        results = {row: {k: nan if v is None else v for k, v in values.items()} for row, values in results.items()}
-        table = markdown_table(results, "evaluation")
+        results = {
+            row: {k: nan if v is None else float(v) for k, v in values.items()} for row, values in results.items()
+        }
+        markdown_table(results, "")  # the table this card shows: refuse what it cannot show
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         raise ConfigError(f"metrics={metrics}: not a colorization.evaluate metrics.json ({err})") from err
-    return table.split("\n", 2)[2].strip()  # without the "# title" line: the card has its own heading
+    context = path.with_name("evaluation.json")
+    return results, json.loads(context.read_text()) if context.is_file() else None
+
+
+def evaluation_section(evaluation: tuple[dict, dict | None] | None, temperature: float) -> str | None:
+    """The card's evaluation: which data, how many images, which T and command, then the table."""
+    if evaluation is None:
+        return None
+    results, context = evaluation
+    table = markdown_table(results, "").split("\n", 2)[2].strip()  # without the title line: the card has its own
+    if context is None:
+        return (
+            "The data, image count and T of this table were not recorded (an evaluate run before evaluation.json).\n\n"
+            + table
+        )
+    what = (
+        f"On {context['images']} images of {context['data']} ({context['protocol']}), decoded at "
+        f"T = {context['temperature']:g}"
+    )
+    if abs(context["temperature"] - temperature) > 1e-9:
+        what += f" (this export's default is T = {temperature:g}: its own outputs differ from these)"
+    command = f", by `{context['command']}`" if context.get("command") else ""
+    return f"{what}{command}:\n\n{table}"
+
+
+def eval_results(evaluation: tuple[dict, dict | None] | None) -> list | None:
+    """The model row as the Hub's ``model-index`` entries (``huggingface_hub.EvalResult``)."""
+    from huggingface_hub import EvalResult
+
+    if evaluation is None or evaluation[1] is None:
+        return None  # the Hub's model-index needs the dataset: without evaluation.json it is not known
+    results, context = evaluation
+    return [
+        EvalResult(
+            task_type="image-to-image",
+            task_name="Image colorization",
+            dataset_type=context.get("dataset") or context["data"],
+            dataset_name=context["data"],
+            dataset_config=context["protocol"],
+            metric_type=key,
+            metric_name=f"{COLUMNS[key]} (T = {context['temperature']:g})",
+            metric_value=round(value, 4),
+        )
+        for key, value in results["model"].items()
+        if key in COLUMNS and value == value and abs(value) != float("inf")
+    ]
+
+
+def training_summary(cfg: DictConfig, module) -> tuple[str, str]:
+    """How the weights were trained, in a line, and the card's limitations."""
+    limits = (
+        "The colors are plausible, not recovered: the network infers them from gray levels and content, and where "
+        "several colors are likely the annealed mean picks a muted one. Photos unlike its training data colorize worse."
+    )
+    if not cfg.ckpt_path:
+        return AUTHORS_TRAINING, limits + " The weights are the authors' release, unchanged."
+    ckpt = load_checkpoint(cfg.ckpt_path, "ckpt_path", mmap=True)
+    steps = int(ckpt.get("global_step", 0))
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    where = {
+        "samples": f"the {len(SAMPLE_TRAIN)} bundled sample photos (scikit-image)",
+        "folder": f"the images under {data.get('root')}",
+        "hf": f"{data.get('path')} split {data.get('split')}",
+        "shards": f"the shards at {data.get('root')}",
+    }.get(data.get("source"), "data not recorded in the checkpoint")
+    line = f"{steps} steps of batch {data.get('batch_size', '?')} on {where} (`colorization.train`)"
+    if steps < SHORT_TRAINING:
+        limits += (
+            f" This model was trained for only {steps} steps on {where}: it shows the pipeline works, it is not a "
+            "usable colorizer (the paper trains 450k steps of batch 40 on ImageNet)."
+        )
+    return line, limits
 
 
 def training_config(cfg: DictConfig, module) -> str:
