@@ -27,8 +27,8 @@ from tqdm import tqdm
 from colorization.api import Colorizer, shrink
 from colorization.data.image_files import set_max_pixels
 from colorization.errors import ConfigError
-from colorization.models.pretrained import load_model
 from colorization.runs.entry import command
+from colorization.serving.model_choice import load_chosen
 from colorization.serving.outputs import Photos, Result, plan, write_image
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def colorize(cfg: DictConfig) -> Result:
     suffix = "." + cfg.format
     output_dir = Path(cfg.output).expanduser()
     todo = plan(cfg.input, output_dir, suffix, strip=bool(cfg.strip))
-    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
+    module = load_chosen(cfg)
     if cfg.strip and not module.criterion.classification:
         raise ConfigError("strip=true needs a classification model: this one regresses ab (loss l2), it has no T")
     colorizer = Colorizer.from_module(module, cfg.device, size=cfg.size, batch_size=cfg.batch_size)

@@ -19,28 +19,14 @@ from omegaconf import DictConfig
 from colorization.api import Colorizer
 from colorization.data.image_files import set_max_pixels
 from colorization.errors import ConfigError, require_extra
-from colorization.models.pretrained import load_model
 from colorization.runs.entry import command
 from colorization.serving.demo_page import app
+from colorization.serving.model_choice import load_chosen
 
 log = logging.getLogger(__name__)
 
 def load_colorizer(cfg: DictConfig) -> Colorizer:
-    chosen = [k for k in ("ckpt_path", "pretrained") if cfg.get(k)] + (["model.weights"] if cfg.model.weights else [])
-    if len(chosen) > 1:
-        raise ConfigError(f"pass one model, not {' and '.join(chosen)}")
-    if not chosen:
-        raise ConfigError("no model: pass ckpt_path=CKPT, pretrained=DIR_OR_HUB_ID or model.weights=PATH")
-    if cfg.pretrained:
-        try:
-            return Colorizer.from_pretrained(cfg.pretrained, device=cfg.device, size=cfg.size)
-        except (OSError, ValueError) as err:  # huggingface_hub's: not found, offline without a cached copy, bad id
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                f"pretrained={cfg.pretrained}: not an exported model directory or Hub id ({reason})"
-            ) from err
-    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
-    return Colorizer.from_module(module, cfg.device, size=cfg.size)
+    return Colorizer.from_module(load_chosen(cfg), cfg.device, size=cfg.size)
 
 
 @command("demo")

@@ -27,9 +27,9 @@ from colorization.errors import ConfigError
 from colorization.metrics.evaluation import Evaluation, write_report
 from colorization.metrics.protocol import PROTOCOLS, describe_data, evaluation_dataset, load_indices, protocol_transform
 from colorization.metrics.reference_nets import fid_metric, load_vgg16, lpips_metric
-from colorization.models.pretrained import load_model
 from colorization.runs.entry import command, command_line
 from colorization.runs.trainer import build_trainer, logged_run
+from colorization.serving.model_choice import load_chosen
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     indices = load_indices(cfg.protocol.indices, cfg.color.download)
     split = getattr(datamodule, "file_split", None)  # a folder's listing, reused
     dataset, classes = evaluation_dataset(data, protocol_transform(cfg.protocol.name, size), indices, split)
-    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
+    module = load_chosen(cfg)
     bins, prior = auc_bins_and_prior(cfg, module)
 
     classifier = None
@@ -118,7 +118,8 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     with logged_run(trainer, cfg):
         trainer.test(evaluation, dataloaders=loader, verbose=False)
         if trainer.is_global_zero:
-            what = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"model.weights={cfg.model.weights}"
+            what = next(f"{k}={v}" for k, v in (("ckpt_path", cfg.ckpt_path), ("pretrained", cfg.pretrained),
+                                                 ("model.weights", cfg.model.weights)) if v)  # fmt: skip
             subset = f", indices {cfg.protocol.indices}" if indices is not None else ""
             protocol = f"{cfg.protocol.name} {size}{subset}"
             temperature = cfg.temperature if cfg.temperature is not None else float(module.hparams.temperature)

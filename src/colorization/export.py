@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from colorization.api import Colorizer
 from colorization.errors import ConfigError
-from colorization.models.pretrained import load_model
 from colorization.runs.entry import command
 from colorization.serving.model_card import (
     eval_results,
@@ -27,6 +26,7 @@ from colorization.serving.model_card import (
     training_config,
     training_summary,
 )
+from colorization.serving.model_choice import load_chosen
 from colorization.serving.onnx import ONNX_FILE, export_onnx
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def validate(cfg: DictConfig) -> None:
 def export(cfg: DictConfig) -> Path:
     """Write the model directory; returns it."""
     validate(cfg)
-    module = load_model(cfg.ckpt_path, cfg.model.weights, download=cfg.color.download)
+    module = load_chosen(cfg)
     if cfg.temperature is not None:
         module.hparams.temperature = float(cfg.temperature)
     colorizer = Colorizer.from_module(module, device="cpu")
@@ -53,7 +53,11 @@ def export(cfg: DictConfig) -> Path:
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").unlink(missing_ok=True)  # the mixin keeps an existing card: this export writes its own
-    source = f"`{Path(cfg.ckpt_path).name}`" if cfg.ckpt_path else f"the authors' `{Path(cfg.model.weights).name}`"
+    source = (
+        f"`{Path(cfg.ckpt_path).name}`" if cfg.ckpt_path
+        else f"the exported model `{cfg.pretrained}`" if cfg.pretrained
+        else "the authors' released ECCV16 (`colorization_release_v2-9b330a0b.pth`)"
+    )  # fmt: skip
     card = {
         "training_config": training_config(cfg, module),
         "evaluation": evaluation_section(evaluation, colorizer.temperature),

@@ -198,15 +198,15 @@ def test_model_weights_authors_on_the_commands_names_the_address_when_it_cannot_
     without downloads, one line with the public address, the expected hash and where to put the file."""
     from colorization.errors import ConfigError
     from colorization.models.authors import AUTHORS_URL
-    from colorization.models.pretrained import load_model
+    from colorization.serving.model_choice import load_spec
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ConfigError) as info:
-        load_model(weights="authors", download=False)
+        load_spec("authors", "model.weights", download=False)
     message = str(info.value)
     assert AUTHORS_URL in message and "starts with 9b330a0b" in message and str(tmp_path / "torch" / "hub") in message
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "colorization_release_v2-9b330a0b.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not their file")
     with pytest.raises(ConfigError, match=r"does not start with 9b330a0b: delete it"):
-        load_model(weights="authors", download=False)
+        load_spec("authors", "model.weights", download=False)

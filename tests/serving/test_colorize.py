@@ -185,7 +185,7 @@ def test_bad_values_fail_in_one_line(trained_checkpoint, tmp_path):
             run([f"ckpt_path={trained_checkpoint}", f"input={tmp_path}", override], tmp_path)
     with pytest.raises(ConfigError, match="input is not set"):
         run([f"ckpt_path={trained_checkpoint}"], tmp_path)
-    with pytest.raises(ConfigError, match=r"no model: pass ckpt_path=CKPT \(a training checkpoint\) or model.weights"):
+    with pytest.raises(ConfigError, match=r"no model: pass ckpt_path=CKPT \(a training checkpoint\), pretrained="):
         run([f"input={tmp_path}"], tmp_path)
 
 
@@ -264,3 +264,21 @@ def test_output_equal_to_input_colorizes_the_inputs_only_however_often_it_runs(t
         counts.append(len([p for p in photos.iterdir() if p.suffix in (".png", ".jpg")]))
     assert counts == [4, 4, 4]
     assert np.asarray(Image.open(photos / "cup.png")).shape == (skimage.data.coffee()[::4, ::4]).shape  # the input
+
+
+def test_pretrained_gives_the_apis_pixels(narrow_checkpoint, tmp_path):
+    """``colorize pretrained=DIR`` (an exported model, as the demo, evaluate and export take it) and the Python API on
+    the same directory write the same pixels."""
+    from colorization import Colorizer
+    from colorization.export import export
+
+    model = export(compose([f"ckpt_path={narrow_checkpoint}", f"output={tmp_path / 'model'}"], tmp_path / "run", "export"))
+    (tmp_path / "in").mkdir()
+    photo = tmp_path / "in" / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()[::2, ::2]).save(photo)
+    result = run([f"pretrained={model}", f"input={photo}", f"output={tmp_path / 'out'}", "size=64"], tmp_path / "c")
+    expected = Colorizer.from_pretrained(model, device="cpu", size=64)(Image.open(photo))
+    (written,) = result.images
+    assert np.array_equal(np.asarray(Image.open(written)), np.asarray(expected))
+    with pytest.raises(ConfigError, match=r"pass one model, not ckpt_path=.* and pretrained="):
+        run([f"ckpt_path={narrow_checkpoint}", f"pretrained={model}", f"input={photo}"], tmp_path / "d")

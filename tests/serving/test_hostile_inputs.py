@@ -141,14 +141,14 @@ def test_a_damaged_exported_model_is_refused_in_one_line_on_every_path(exported,
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused_by_colorize_and_evaluate(trained_checkpoint, tmp_path):
-    from colorization.models.pretrained import load_model
+    from colorization.serving.model_choice import load_spec
 
     checkpoint = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
     name = next(k for k in checkpoint["state_dict"] if k.endswith("weight"))
     checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("inf"))
     torch.save(checkpoint, tmp_path / "diverged.ckpt")
     with pytest.raises(ConfigError, match=r"ckpt_path=.*diverged.ckpt: refused: its weights hold NaN or infinite"):
-        load_model(str(tmp_path / "diverged.ckpt"))  # what colorize, evaluate and the demo load through
+        load_spec(str(tmp_path / "diverged.ckpt"), "ckpt_path")  # what every inference command loads through
 
 
 # ---- images from strangers: bounded memory, one line for what cannot be read ----------------------------------------

@@ -6,11 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from colorization.checkpoints import check_finite, load_checkpoint, one_line
 from colorization.errors import ConfigError
-from colorization.models.authors import fetch_authors_weights, load_authors_weights
 from colorization.models.module import ColorizationModule
 
 log = logging.getLogger(__name__)
@@ -32,23 +29,3 @@ def load_module(path: str | Path, key: str = "ckpt_path") -> ColorizationModule:
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise ConfigError(f"{key}={path}: not a colorization.train checkpoint ({one_line(err)})") from err
     return check_finite(module, f"{key}={path}")
-
-
-def load_model(
-    ckpt_path: str | None = None,
-    weights: str | None = None,
-    prior: torch.Tensor | None = None,
-    download: bool = True,
-) -> ColorizationModule:
-    """The model an entry point asked for: ``ckpt_path`` (ours) or ``model.weights`` (the authors': a path, or
-    ``authors`` for their released file, fetched once), in eval mode."""
-    if weights == "authors":
-        weights = str(fetch_authors_weights(download=download))
-    if ckpt_path and weights:
-        raise ConfigError("pass ckpt_path=CKPT or model.weights=PATH, not both")
-    if not ckpt_path and not weights:
-        raise ConfigError(
-            "no model: pass ckpt_path=CKPT (a training checkpoint) or model.weights=PATH (the authors' weights)"
-        )
-    module = load_module(ckpt_path) if ckpt_path else load_authors_weights(weights, prior, download=download)
-    return module.eval()

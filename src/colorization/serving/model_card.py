@@ -89,6 +89,8 @@ def training_summary(cfg: DictConfig, module) -> tuple[str, str]:
         "The colors are plausible, not recovered: the network infers them from gray levels and content, and where "
         "several colors are likely the annealed mean picks a muted one. Photos unlike its training data colorize worse."
     )
+    if cfg.get("pretrained"):
+        return f"as the card of `{cfg.pretrained}` says", limits
     if not cfg.ckpt_path:
         return AUTHORS_TRAINING, limits + " The weights are the authors' release, unchanged."
     ckpt = load_checkpoint(cfg.ckpt_path, "ckpt_path", mmap=True)

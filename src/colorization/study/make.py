@@ -23,8 +23,7 @@ from colorization.api import to_uint8
 from colorization.color import lab_to_rgb, rgb_to_lab
 from colorization.errors import ConfigError
 from colorization.metrics.protocol import evaluation_dataset, protocol_transform
-from colorization.models.authors import load_authors_weights
-from colorization.models.pretrained import load_module
+from colorization.serving.model_choice import load_spec
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,9 @@ def validate(cfg: DictConfig) -> None:
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"baselines: {unknown} not among {BASELINES}")
-    names = [*(cfg.models or {}), *(["authors"] if cfg.authors_weights else []), *cfg.baselines]
+    names = [*(cfg.models or {}), *cfg.baselines]
     if not names:
-        raise ConfigError("no method: pass models='{name: CKPT}', authors_weights=PATH or baselines=[random,gray]")
+        raise ConfigError("no method: pass models='{name: CKPT_OR_DIR_OR_authors}' or baselines=[random,gray]")
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must differ: {names}")
     bad = [n for n in names if not set(str(n)) <= NAME_CHARACTERS or n == "real"]
@@ -67,12 +66,9 @@ def _device(name: str) -> torch.device:
 def load_methods(cfg: DictConfig) -> dict[str, tuple[torch.nn.Module | None, str]]:
     """name -> (colorizer or None for a baseline, the paper's Table 1 row it corresponds to)."""
     methods: dict[str, tuple[torch.nn.Module | None, str]] = {}
-    for name, path in (cfg.models or {}).items():
-        module = load_module(path, key=f"models.{name}").eval()
+    for name, spec in (cfg.models or {}).items():
+        module = load_spec(spec, f"models.{name}", download=cfg.color.download)
         methods[str(name)] = (module, PAPER_ROW_OF_LOSS.get(module.hparams.loss["name"], ""))
-    if cfg.authors_weights:
-        module = load_authors_weights(cfg.authors_weights, key="authors_weights").eval()
-        methods["authors"] = (module, "Ours (full)")
     for name in cfg.baselines:
         methods[str(name)] = (None, PAPER_ROW_OF_BASELINE[name])
     return methods
@@ -168,7 +164,6 @@ def make(cfg: DictConfig) -> Path:
         "methods": {name: {"paper_row": row} for name, (_, row) in methods.items()},
         "sources": {
             **{str(k): str(v) for k, v in (cfg.models or {}).items()},
-            **({"authors": str(cfg.authors_weights)} if cfg.authors_weights else {}),
         },
         "photos": count,
     }
