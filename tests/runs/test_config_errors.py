@@ -245,3 +245,28 @@ def test_training_and_evaluating_need_no_extra(tmp_path):
     result = subprocess.run(evaluate, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (next((tmp_path / "logs").rglob("metrics.json"))).is_file()
+
+
+def test_a_run_stopped_by_a_one_line_error_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORIZATION_LOG_DIR", str(tmp_path / "logs"))
+    code, _, err = run_main("evaluate", [f"ckpt_path={tmp_path / 'missing.ckpt'}"], monkeypatch, capsys)
+    assert code == 2 and "no such file" in err
+    assert not list((tmp_path / "logs").glob("evaluate/runs/*")), "an empty run folder was left behind"
+
+
+def test_the_console_leaves_out_lightnings_start_up_lines_unless_verbose(tmp_path):
+    """GPU/TPU availability, Lightning's adverts and "Seed set to" are not the user's business; W&B's end-of-run
+    summary neither; hydra.verbose=true (Hydra's own switch) shows them."""
+    from helpers.config import TINY
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLORIZATION_LOG_DIR": str(tmp_path / "logs")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="false")
+    args = [sys.executable, "-m", "colorization.train", *TINY, "logger=wandb", "trainer.max_steps=1"]
+    quiet = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    loud = subprocess.run([*args, "hydra.verbose=true"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    for noise in ("GPU available", "TPU available", "Seed set to", "Run summary"):
+        assert noise not in quiet.stdout + quiet.stderr, noise
+        assert noise in loud.stdout + loud.stderr, noise

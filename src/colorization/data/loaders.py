@@ -15,12 +15,16 @@ with the items' own seeds, the crops) the uninterrupted run would have seen.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch.distributed as dist
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from colorization.errors import ConfigError
+
+# torchdata's loader calls a torch API torch deprecated, once per loader: nothing to do on our side
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from colorization.color import lab_to_rgb, rgb_to_lab
 from colorization.metrics import AuC, Colorfulness, psnr, ssim, topk_accuracy
@@ -166,6 +167,18 @@ def markdown_table(results: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def labeled_columns(grid: torch.Tensor, names: list[str]) -> Image.Image:
+    """The example grid (3, H, W) in [0, 1] with a white band on top naming each column."""
+    image = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    band = 20
+    out = Image.new("RGB", (image.width, image.height + band), "white")
+    out.paste(image, (0, band))
+    draw, width = ImageDraw.Draw(out), image.width / len(names)
+    for i, name in enumerate(names):
+        draw.text((i * width + width / 2, band / 2), name.replace("_", " "), fill="black", anchor="mm")
+    return out
+
+
 def write_report(out_dir: Path, results: dict, examples: dict, title: str, loggers: list, context: dict) -> None:
     """metrics.json (the table), evaluation.json (``context``: which model, data, image count, protocol, T and
     command made it), metrics.md, examples.png, and the loggers."""
@@ -179,7 +192,7 @@ def write_report(out_dir: Path, results: dict, examples: dict, title: str, logge
     if examples:
         columns = [examples[row] for row in ROWS if row in examples]  # one image per row of the grid
         grid = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
-        save_image(grid, out_dir / "examples.png")
+        labeled_columns(grid, [row for row in ROWS if row in examples]).save(out_dir / "examples.png")
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             import wandb
@@ -196,3 +209,4 @@ def write_report(out_dir: Path, results: dict, examples: dict, title: str, logge
             logger.log_metrics({k: v for k, v in flat.items() if _number(v) is not None})
         logger.save()
     log.info("\n%s", table)
+    log.info("written: %s (metrics.json, metrics.md, evaluation.json%s)", out_dir, ", examples.png" if examples else "")

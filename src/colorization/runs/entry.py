@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
+import logging
 import netrc
 import os
+import shutil
 import sys
 import uuid
 from datetime import datetime
@@ -85,6 +87,34 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+# Lightning's start-up lines that are not the user's business: the accelerators it did not find, its adverts, the
+# seed (in the config already). hydra.verbose=true (Hydra's own switch) shows them.
+LIGHTNING_NOISE = ("GPU available", "TPU available", "HPU available", "💡 Tip", "Seed set to", "`Trainer(val_check_interval")
+
+
+class _DropLightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_NOISE)
+
+
+def verbose() -> bool:
+    """``hydra.verbose`` (true, or a list of loggers) in a Hydra app; COLORIZATION_VERBOSE=1 anywhere."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if os.environ.get("COLORIZATION_VERBOSE") == "1":
+        return True
+    return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
+
+
+def quiet_console() -> None:
+    if verbose():
+        return
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        found = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningNoise) for f in found.filters):
+            found.addFilter(_DropLightningNoise())
+
+
 def command_line(name: str) -> str | None:
     """This run's command as typed (``python -m colorization.<name> key=value ...``); None outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig
@@ -118,6 +148,7 @@ def one_line_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        quiet_console()
         try:
             return fn(*args, **kwargs)
         except (ConfigError, ReferenceError, InstantiationException) as err:
@@ -127,9 +158,23 @@ def one_line_errors(fn):
             if not isinstance(cause, ConfigError | ReferenceError | ValueError):
                 raise
             print(f"error: {cause}", file=sys.stderr)
+            remove_empty_run_dir()
             sys.exit(2)
 
     return wrapper
+
+
+def remove_empty_run_dir() -> None:
+    """A run stopped by a one-line error before any work leaves no folder behind: only Hydra's record of its config
+    (``.hydra/``) and its log were in it. Anything else (a checkpoint, W&B files, a sweep's error.txt) keeps it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", f"{hc.job.name}.log"}:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def one_line_hydra_errors(hydra_main):
