@@ -287,11 +287,15 @@ class Colorizer(
         return self.model.criterion.classification
 
     @torch.no_grad()
-    def predict_ab(self, images: list[torch.Tensor], temperatures: list[float]) -> list[torch.Tensor]:
+    def predict_ab(
+        self, images: list[torch.Tensor], temperatures: list[float], size: int | None = None
+    ) -> list[torch.Tensor]:
         """RGB tensors (3, H, W) (uint8, or float in [0, 1]; sizes may differ) -> for each T, ab (B, 2, h, w) at the
         network's output resolution, from one forward pass: the annealed mean at T, or the mode (the most likely
-        bin) for T = 0. An l2 model regresses ab: the same for every T."""
-        small = torch.stack([self.resize(image.to(self.device)) for image in images])
+        bin) for T = 0. An l2 model regresses ab: the same for every T. ``size``: the network sees the images at
+        ``size`` x ``size`` instead of the colorizer's own size."""
+        resize = self.resize if size is None else v2.Resize((size, size), antialias=True)
+        small = torch.stack([resize(image.to(self.device)) for image in images])
         L_small = rgb_to_lightness(as_float(small))
         if not self.classification:
             return [self.model.predict_ab(L_small)] * len(temperatures)

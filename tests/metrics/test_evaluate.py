@@ -85,8 +85,10 @@ def test_table_for_the_model_and_the_baselines(trained_checkpoint, tmp_path):
 
     markdown = (tmp_path / "metrics.md").read_text()
     assert "2 images (center_crop 64)" in markdown and "| ground_truth | 100.00 | 100.00 |" in markdown
-    with Image.open(tmp_path / "examples.png") as grid:  # 2 photos x 4 rows, 2-pixel padding
-        assert grid.size == (4 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+    with Image.open(tmp_path / "examples.png") as grid:  # 2 photos x 4 rows, 2-pixel padding, a 20-pixel header
+        assert grid.size == (4 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2 + 20)
+        header = np.asarray(grid.convert("RGB"))[:20]
+        assert header.min() < 100 and np.median(header) == 255  # the column names, dark on white
     logged = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "eval/model/auc" in logged and "eval/ground_truth/auc_rebalanced" in logged
 

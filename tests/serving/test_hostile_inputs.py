@@ -170,7 +170,7 @@ colorizer = Colorizer.from_checkpoint(sys.argv[1], device="cpu")
 before = peak_gb()
 api = colorizer(sys.argv[2]).size
 after_api = peak_gb()
-demo = Image.open(colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[3]))[3]).size
+demo = Image.open(colorize_file(colorizer, sys.argv[2], 0.38, [1.0, 0.38, 0.0], Path(sys.argv[3])).download).size
 print(*api, *demo, before, after_api, peak_gb())
 """
 
@@ -215,7 +215,7 @@ def test_the_robustness_corpus_through_the_api_and_the_demo(narrow_checkpoint, t
 
         size = ImageOps.exif_transpose(Image.open(path)).size
         assert colorizer(path).size == size, name
-        gray, color, strip, saved = colorize_file(colorizer, str(path), 0.38, [0.0], tmp_path)
+        photo, gray, color, strip, saved = colorize_file(colorizer, str(path), 0.38, [0.0], tmp_path)
         assert Image.open(saved).size == size, name
     for name, path in bad.items():
         with pytest.raises(BadImageError) as info:
@@ -233,7 +233,7 @@ def test_the_demo_runs_one_colorization_at_a_time_with_a_bounded_queue(narrow_ch
     page = app(Colorizer.from_checkpoint(narrow_checkpoint, device="cpu", size=64))
     assert page._queue.max_size == QUEUE_SIZE and page._queue.default_concurrency_limit == 1
     events = [fn for fn in page.fns.values() if fn.name == "run"]
-    assert len(events) == 2 and {fn.concurrency_id for fn in events} == {"colorize"}
+    assert len(events) == 3 and {fn.concurrency_id for fn in events} == {"colorize"}  # upload, T, resolution
     assert all(fn.concurrency_limit == 1 for fn in events)
 
 
