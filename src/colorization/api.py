@@ -16,6 +16,8 @@ offline).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -236,7 +238,8 @@ class Colorizer(
         kwargs.setdefault("strict", True)  # every tensor must be there (the mixin's default would ignore a mismatch)
         what = f"from_pretrained({str(pretrained_model_name_or_path)!r})"
         try:
-            colorizer = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):  # the mixin prints "Loading weights from local directory"
+                colorizer = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except ConfigError as err:  # its config's settings were refused
             raise ConfigError(f"{what}: {err}") from err
         except (SafetensorError, RuntimeError, TypeError, KeyError, json.JSONDecodeError) as err:

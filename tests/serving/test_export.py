@@ -158,3 +158,8 @@ def test_the_card_says_on_what_its_evaluation_was_made_and_round_trips_through_t
         name, card.data.eval_results
     )
     assert model_index_to_eval_results(index)[1] == card.data.eval_results
+
+
+def test_from_pretrained_prints_nothing(exported, capsys):
+    Colorizer.from_pretrained(exported, device="cpu")
+    assert capsys.readouterr().out == ""  # huggingface_hub's mixin would print "Loading weights from local directory"
