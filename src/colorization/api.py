@@ -34,57 +34,12 @@ from colorization.color import annealed_mean, join_in_rows, rgb_to_lightness
 from colorization.data.datasets import load_image, to_rgb_tensor
 from colorization.models.eccv16 import PORT_LAYOUT
 from colorization.models.module import ColorizationModule
+from colorization.serving.model_card import MODEL_CARD
 
 ImageLike: TypeAlias = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 """What a ``Colorizer`` takes: a PIL image, a uint8 array (H, W, 3) or (H, W), a tensor (3, H, W) or (1, H, W)
 (uint8, or float in [0, 1]), or the path of an image file."""
 
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# {{ title | default(model_name, true) | default("Colorful Image Colorization", true) }}
-
-A colorizer made with [colorization]({{ repo_url }}), an implementation of Zhang, Isola & Efros, *Colorful Image
-Colorization* (ECCV 2016, [paper]({{ paper_url }})): a gray photo's lightness L in, its colors (Lab ab) out, as the
-annealed mean (T = {{ temperature }}) of a distribution over {{ num_bins }} ab bins.
-
-| | |
-|---|---|
-| architecture | {{ arch }} (batchnorm {{ batchnorm }}, input (L - 50) / {{ input_scale }}, width {{ width }}) |
-| loss | {{ loss }} |
-| parameters | {{ parameters }} |
-| weights | {{ source }} |
-| trained | {{ training }} |
-
-## Use
-
-```bash
-pip install colorization
-```
-
-```python
-from colorization import Colorizer
-
-colorizer = Colorizer.from_pretrained("{{ repo_id | default("<this directory or repo id>", true) }}")
-colorized = colorizer("photo.jpg")          # a PIL image at the photo's full resolution
-colorized.save("photo_color.png")
-```
-
-## Evaluation
-
-{{ evaluation | default("Not evaluated at export: run `python -m colorization.evaluate ckpt_path=CKPT` and export with `metrics=<its run dir>`.", true) }}
-
-## Limitations
-
-{{ limitations }}
-
-## Training config
-
-```yaml
-{{ training_config }}
-```
-"""
 
 
 def _project_url(name: str) -> str:

@@ -14,6 +14,54 @@ from colorization.data.sources import SAMPLE_TRAIN
 from colorization.errors import ConfigError
 from colorization.metrics.evaluation import COLUMNS, markdown_table
 
+# The card: huggingface_hub's ModelCard template (Jinja), filled by Colorizer.generate_model_card and export.
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ title | default(model_name, true) | default("Colorful Image Colorization", true) }}
+
+A colorizer made with [colorization]({{ repo_url }}), an implementation of Zhang, Isola & Efros, *Colorful Image
+Colorization* (ECCV 2016, [paper]({{ paper_url }})): a gray photo's lightness L in, its colors (Lab ab) out, as the
+annealed mean (T = {{ temperature }}) of a distribution over {{ num_bins }} ab bins.
+
+| | |
+|---|---|
+| architecture | {{ arch }} (batchnorm {{ batchnorm }}, input (L - 50) / {{ input_scale }}, width {{ width }}) |
+| loss | {{ loss }} |
+| parameters | {{ parameters }} |
+| weights | {{ source }} |
+| trained | {{ training }} |
+
+## Use
+
+```bash
+pip install colorization
+```
+
+```python
+from colorization import Colorizer
+
+colorizer = Colorizer.from_pretrained("{{ repo_id | default("<this directory or repo id>", true) }}")
+colorized = colorizer("photo.jpg")          # a PIL image at the photo's full resolution
+colorized.save("photo_color.png")
+```
+
+## Evaluation
+
+{{ evaluation | default("Not evaluated at export: run `python -m colorization.evaluate ckpt_path=CKPT` and export with `metrics=<its run dir>`.", true) }}
+
+## Limitations
+
+{{ limitations }}
+
+## Training config
+
+```yaml
+{{ training_config }}
+```
+"""
+
 AUTHORS_TRAINING = "by the authors, on the ImageNet training set (1.3 M photos), 450k iterations of batch 40"
 SHORT_TRAINING = 100_000  # fewer steps than this: the card says the model is a demonstration, not a colorizer
 
