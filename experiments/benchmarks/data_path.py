@@ -120,7 +120,7 @@ def main() -> int:
 
     import torch
 
-    from colorization.data import ColorizationDataModule
+    from colorization.data import FolderDataModule, ShardsDataModule
 
     torch.set_num_threads(1)  # one loader worker's share
     photo_dir = args.work / "photos"
@@ -134,12 +134,10 @@ def main() -> int:
               for name, v in variants.items()}  # fmt: skip
     common = dict(crop_size=176, resize=256, batch_size=40, num_workers=0, seed=0)
     sources = {
-        f"shards, {name}": ColorizationDataModule(source="shards", root=str(path), **common)
+        f"shards, {name}": ShardsDataModule(root=str(path), **common)
         for name, path in shards.items()
     }
-    sources["folder (500 x 375 JPEG files)"] = ColorizationDataModule(
-        source="folder", root=str(photo_dir), val_size=8, **common
-    )
+    sources["folder (500 x 375 JPEG files)"] = FolderDataModule(root=str(photo_dir), val_size=8, **common)
     payloads = {f"shards, {name}": stored_bytes(path / "train") for name, path in shards.items()}
     payloads["folder (500 x 375 JPEG files)"] = [f.read_bytes() for f in photos]
 
