@@ -267,6 +267,7 @@ def test_the_console_leaves_out_lightnings_start_up_lines_unless_verbose(tmp_pat
     loud = subprocess.run([*args, "hydra.verbose=true"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert quiet.returncode == loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
-    for noise in ("GPU available", "TPU available", "Seed set to", "Run summary"):
+    assert "W&B: offline run in " in quiet.stdout + quiet.stderr  # wandb's lines replaced by one saying where
+    for noise in ("GPU available", "TPU available", "Seed set to", "Run summary", "wandb: Run data is saved"):
         assert noise not in quiet.stdout + quiet.stderr, noise
         assert noise in loud.stdout + loud.stderr, noise
