@@ -29,7 +29,7 @@ from colorization.metrics.protocol import PROTOCOLS, describe_data, evaluation_d
 from colorization.metrics.reference_nets import fid_metric, load_vgg16, lpips_metric
 from colorization.runs.entry import command, command_line
 from colorization.runs.trainer import build_trainer, logged_run
-from colorization.serving.model_choice import load_chosen
+from colorization.serving.model_choice import chosen_model, load_chosen
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,13 @@ def evaluate(cfg: DictConfig, fid_feature: nn.Module | None = None) -> dict[str,
     with logged_run(trainer, cfg):
         trainer.test(evaluation, dataloaders=loader, verbose=False)
         if trainer.is_global_zero:
-            what = next(f"{k}={v}" for k, v in (("ckpt_path", cfg.ckpt_path), ("pretrained", cfg.pretrained),
-                                                 ("model.weights", cfg.model.weights)) if v)  # fmt: skip
+            what = "=".join(chosen_model(cfg))
             subset = f", indices {cfg.protocol.indices}" if indices is not None else ""
             protocol = f"{cfg.protocol.name} {size}{subset}"
             temperature = cfg.temperature if cfg.temperature is not None else float(module.hparams.temperature)
             title = f"Evaluation of {what}: {evaluation.count} images ({protocol}), T = {temperature:g}"
-            dataset = data.path if data.source == "hf" else data.source  # the Hub's dataset id where there is one
-            context = {"model": what, "images": evaluation.count, "data": describe_data(data), "dataset": dataset,
+            dataset_id = data.path if data.source == "hf" else data.source  # the Hub's dataset id where there is one
+            context = {"model": what, "images": evaluation.count, "data": describe_data(data), "dataset": dataset_id,
                        "protocol": protocol, "temperature": temperature, "command": command_line("evaluate")}  # fmt: skip
             out = Path(cfg.paths.output_dir)
             write_report(out, evaluation.results, evaluation.examples, title, trainer.loggers, context)

@@ -14,19 +14,26 @@ from colorization.models.authors import fetch_authors_weights, load_authors_weig
 from colorization.models.module import ColorizationModule
 from colorization.models.pretrained import load_module
 
-CHOICES = "ckpt_path=CKPT (a training checkpoint), pretrained=DIR_OR_HUB_ID (an exported model) or model.weights=authors"
+CHOICES = (
+    "ckpt_path=CKPT (a training checkpoint), pretrained=DIR_OR_HUB_ID (an exported model) or model.weights=authors"
+)
 
 
-def load_chosen(cfg: DictConfig) -> ColorizationModule:
-    """The one model the command line names (exactly one of the three keys), in eval mode, on the CPU."""
+def chosen_model(cfg: DictConfig) -> tuple[str, str]:
+    """(key, value) of the one model the command line names: exactly one of the three keys, or a one-line error."""
     weights = cfg.model.get("weights") if cfg.get("model") else None
     given = {"ckpt_path": cfg.get("ckpt_path"), "pretrained": cfg.get("pretrained"), "model.weights": weights}
-    chosen = {key: value for key, value in given.items() if value}
+    chosen = {key: str(value) for key, value in given.items() if value}
     if len(chosen) > 1:
         raise ConfigError(f"pass one model, not {' and '.join(f'{k}={v}' for k, v in chosen.items())}")
     if not chosen:
         raise ConfigError(f"no model: pass {CHOICES}")
-    (key, value), download = next(iter(chosen.items())), bool(cfg.color.download)
+    return next(iter(chosen.items()))
+
+
+def load_chosen(cfg: DictConfig) -> ColorizationModule:
+    """The one model the command line names, in eval mode, on the CPU."""
+    (key, value), download = chosen_model(cfg), bool(cfg.color.download)
     if key == "ckpt_path":
         return load_module(value).eval()
     if key == "pretrained":
