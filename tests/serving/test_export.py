@@ -163,3 +163,14 @@ def test_the_card_says_on_what_its_evaluation_was_made_and_round_trips_through_t
 def test_from_pretrained_prints_nothing(exported, capsys):
     Colorizer.from_pretrained(exported, device="cpu")
     assert capsys.readouterr().out == ""  # huggingface_hub's mixin would print "Loading weights from local directory"
+
+
+def test_a_foreign_evaluation_json_is_one_line(narrow_checkpoint, tmp_path):
+    from colorization.export import export
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"model": {"auc": 80.0}}))
+    (tmp_path / "eval" / "evaluation.json").write_text(json.dumps({"images": "many"}))
+    args = [f"ckpt_path={narrow_checkpoint}", f"output={tmp_path / 'model'}", f"metrics={tmp_path / 'eval'}"]
+    with pytest.raises(ConfigError, match=r"metrics=.*: not a colorization.evaluate evaluation.json"):
+        export(compose(args, tmp_path / "run", "export"))

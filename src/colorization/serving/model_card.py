@@ -83,8 +83,18 @@ def read_evaluation(metrics: str | None) -> tuple[dict, dict | None] | None:
         markdown_table(results, "")  # the table this card shows: refuse what it cannot show
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         raise ConfigError(f"metrics={metrics}: not a colorization.evaluate metrics.json ({err})") from err
-    context = path.with_name("evaluation.json")
-    return results, json.loads(context.read_text()) if context.is_file() else None
+    context_file = path.with_name("evaluation.json")
+    if not context_file.is_file():
+        return results, None
+    try:
+        context = json.loads(context_file.read_text())
+        missing = [k for k in ("images", "data", "protocol", "temperature") if k not in context]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        context["temperature"], context["images"] = float(context["temperature"]), int(context["images"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"metrics={metrics}: not a colorization.evaluate evaluation.json ({err})") from err
+    return results, context
 
 
 def evaluation_section(evaluation: tuple[dict, dict | None] | None, temperature: float) -> str | None:
